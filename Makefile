@@ -1,0 +1,30 @@
+# The README's two commands: `make run` and `make test`. Both install into .venv/ first when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Real medical data (read-only); tests that need it skip with a reason when it is absent.
+export MEDROBUST_DATA_DIR ?= $(abspath ../shared/data)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/medrobust --help
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check training service tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache
