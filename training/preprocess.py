@@ -1,8 +1,9 @@
 """Pixel preparation shared by training, evaluation and serving (paper §3.2).
 
-Everything here works on numpy uint8/float images *before* the model. The ImageNet mean subtraction
-is deliberately not here: it is a layer inside the model (``training.models.layers.CaffePreprocess``)
-so that the model takes raw pixels in [0, 255] and attacks and Grad-CAM work in pixel space.
+Everything here works on numpy uint8/float images *before* the model. The ImageNet mean
+subtraction is deliberately not here: it is a layer inside the model
+(``training.models.layers.CaffePreprocess``) so that the model takes raw pixels in [0, 255]
+and attacks and Grad-CAM work in pixel space.
 """
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ def test_attention_adds_under_1_3_percent_of_resnet50_parameters(attention_model
     backbone = keras.applications.ResNet50(include_top=False, weights=None)
     added = attention_model.get_layer("soft_attention").count_params()
     ratio = added / backbone.count_params()
-    print(f"soft attention adds {added:,} parameters = {ratio:.3%} of ResNet-50's "
-          f"{backbone.count_params():,}")
+    print(
+        f"soft attention adds {added:,} parameters = {ratio:.3%} of ResNet-50's "
+        f"{backbone.count_params():,}"
+    )
     assert added == 294_928
     assert ratio < 0.013
 
@@ -49,10 +51,23 @@ def test_both_architectures_output_logits_and_softmax_is_separate(attention_mode
 
 def test_layer_names_are_fixed_for_grad_cam(attention_model):
     names = {layer.name for layer in attention_model.layers}
-    assert {"pixels", "caffe_preprocess", "conv5_block3_out", "soft_attention", "attention_pool",
-            "features_pool", "concat", "head_relu", "head_dropout", "gap", "logits"} <= names
+    assert {
+        "pixels",
+        "caffe_preprocess",
+        "conv5_block3_out",
+        "soft_attention",
+        "attention_pool",
+        "features_pool",
+        "concat",
+        "head_relu",
+        "head_dropout",
+        "gap",
+        "logits",
+    } <= names
     again = build_model("attention", num_classes=3, input_size=SIZE)
-    assert [layer.name for layer in again.layers] == [layer.name for layer in attention_model.layers]
+    assert [layer.name for layer in again.layers] == [
+        layer.name for layer in attention_model.layers
+    ]
 
 
 def test_tap_layer_is_a_parameter():
@@ -70,8 +85,10 @@ def test_attention_maps_are_readable(attention_model):
         attention_maps_model(build_model("baseline", input_size=SIZE))
 
 
-@pytest.mark.parametrize("architecture,variant", [("baseline", "paper"), ("attention", "paper"),
-                                                  ("attention", "datta-reference")])
+@pytest.mark.parametrize(
+    "architecture,variant",
+    [("baseline", "paper"), ("attention", "paper"), ("attention", "datta-reference")],
+)
 def test_save_and_load_round_trip_gives_identical_predictions(tmp_path, architecture, variant):
     model = build_model(architecture, num_classes=4, input_size=SIZE, attention_variant=variant)
     path = tmp_path / "model.keras"
@@ -95,13 +112,16 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_a_local_backbone_weights_file_loads(tmp_path):
-    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    source = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
+    )
     path = tmp_path / "resnet50_notop.weights.h5"
     source.save_weights(path)
     model = build_model("attention", input_size=SIZE, weights=path)
     for name in ("conv1_conv", "conv5_block3_3_conv", "conv5_block3_3_bn"):
-        for got, want in zip(model.get_layer(name).get_weights(),
-                             source.get_layer(name).get_weights(), strict=True):
+        for got, want in zip(
+            model.get_layer(name).get_weights(), source.get_layer(name).get_weights(), strict=True
+        ):
             np.testing.assert_array_equal(got, want)
 
 

@@ -82,7 +82,9 @@ def test_datta_reference_equals_the_strided_conv3d_of_the_reference_code(channel
     layer = _built("datta-reference", channels, size)
     conv = _conv3d_same_by_definition(x[..., None], np.asarray(layer.kernel), (1, 1, channels))
     assert conv.shape[3] == 1  # a depth stride of C leaves one position along channels
-    expected_maps = _softmax_over_positions(np.maximum(conv[:, :, :, 0] + np.asarray(layer.bias), 0))
+    expected_maps = _softmax_over_positions(
+        np.maximum(conv[:, :, :, 0] + np.asarray(layer.bias), 0)
+    )
     _, maps = layer(x)
     np.testing.assert_allclose(np.asarray(maps), expected_maps, rtol=1e-4, atol=1e-6)
 

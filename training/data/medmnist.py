@@ -176,7 +176,7 @@ def _groups_from_csv(groups_csv: Path, ids: np.ndarray) -> np.ndarray:
                 f"{groups_csv}: line {line}: {row[id_column]!r} listed again with another "
                 f"{group_column}"
             )
-    unknown = [i for i in ids if i not in group_of]
+    unknown = [str(i) for i in ids if i not in group_of]
     if unknown:
         raise DatasetError(
             f"{groups_csv}: no {group_column} for id {unknown[0]!r} "

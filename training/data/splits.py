@@ -76,7 +76,7 @@ def _source_split(data: LabeledImages) -> dict[str, np.ndarray]:
 def subsample_stratified(
     indices: np.ndarray, labels: np.ndarray, limit: int, seed: int = 0
 ) -> np.ndarray:
-    """At most ``limit`` of ``indices``, sorted, keeping the label proportions of ``labels[indices]``.
+    """At most ``limit`` of ``indices``, sorted, keeping the proportions of ``labels[indices]``.
 
     For quick runs. Each class present gets its proportional share (largest remainders round up);
     while ``limit`` allows, no present class is left out entirely, so a smoke run still sees every

@@ -3,7 +3,8 @@
 One generic builder, :func:`build_from_config`, and the keyword front door :func:`build_model`.
 Every layer has a fixed name so Grad-CAM and the attention-map readers can address it:
 
-``pixels`` → ``caffe_preprocess`` → ResNet-50 (Keras names, tapped at ``tap_layer``) → head → ``logits``.
+``pixels`` → ``caffe_preprocess`` → ResNet-50 (Keras names, tapped at ``tap_layer``)
+→ head → ``logits``.
 
 Baseline head: ``gap`` → ``logits``.
 Attention head: ``soft_attention`` → ``attention_pool``, concatenated (``concat``) with
@@ -112,7 +113,9 @@ def build_from_config(config: ArchitectureConfig, weights: str | Path | None = N
         merged = keras.layers.Dropout(config.dropout, name="head_dropout")(merged)
         pooled = keras.layers.GlobalAveragePooling2D(name="gap")(merged)
     else:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {config.architecture!r}")
+        raise ValueError(
+            f"architecture must be one of {ARCHITECTURES}, got {config.architecture!r}"
+        )
 
     logits = keras.layers.Dense(config.num_classes, name=LOGITS_LAYER)(pooled)
     return keras.Model(pixels, logits, name=f"resnet50_{config.architecture}")

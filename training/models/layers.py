@@ -46,9 +46,9 @@ class SoftAttention(keras.layers.Layer):
 
     * ``"paper"``: a 3×3 convolution spanning all C channels, i.e. a Conv2D with m filters, as the
       paper and Datta et al. describe it. Kernel ``(3, 3, C, m)``.
-    * ``"datta-reference"``: what Datta's public code computes. It builds a kernel ``(C, 3, 3, 1, m)``
-      and runs conv3d over X expanded to ``(H, W, C, 1)`` with strides ``(1, 1, C)`` and "same"
-      padding, so the C-long kernel axis slides along H, and along channels only a 3-wide window
+    * ``"datta-reference"``: what Datta's public code computes. It builds a kernel
+      ``(C, 3, 3, 1, m)`` and runs conv3d over X expanded to ``(H, W, C, 1)`` with strides
+      ``(1, 1, C)`` and "same" padding, so the C-long kernel axis slides along H, and along channels only a 3-wide window
       at depth 0 is seen: the logits depend on channels 0–2 alone. We compute exactly that result
       as an equivalent, memory-cheap Conv2D (the rows of the C-long axis that ever overlap the
       feature map, channels 0–2); ``tests`` check it against the literal conv3d.
@@ -68,7 +68,8 @@ class SoftAttention(keras.layers.Layer):
             raise ValueError(f"Expected `heads` to be a positive integer. Received: heads={heads}")
         if variant not in ATTENTION_VARIANTS:
             raise ValueError(
-                f"Expected `variant` to be one of {ATTENTION_VARIANTS}. Received: variant={variant!r}"
+                f"Expected `variant` to be one of {ATTENTION_VARIANTS}. "
+                f"Received: variant={variant!r}"
             )
         self.heads = heads
         self.variant = variant

@@ -1,0 +1,147 @@
+"""The ``medrobust`` command line: train, inspect and use stored models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from training.config import ModelOptions, TrainConfig, TrainingSpec, apply_overrides, load_spec
+from training.data.registry import DatasetSpec
+
+app = typer.Typer(
+    help="Robust medical image classifiers: train, inspect, predict.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Inspect stored models and set aliases.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+StoreOption = Annotated[
+    Path, typer.Option("--store", envvar="MEDROBUST_STORE", help="model store directory")
+]
+DEFAULT_STORE = Path("var/models")
+
+
+def _store(path: Path):  # imported lazily: TensorFlow takes seconds to import
+    from training.store import ModelStore
+
+    return ModelStore(path)
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON training spec")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override: train.epochs=5")] = [],  # noqa: B006
+    name: Annotated[str | None, typer.Option(help="model name (without --config)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset kind, e.g. ham10000")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="dataset path (relative: MEDROBUST_DATA_DIR)")
+    ] = None,
+    architecture: Annotated[str, typer.Option(help="baseline | attention")] = "baseline",
+    input_size: Annotated[int, typer.Option(help="square input side")] = 224,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    store: StoreOption = DEFAULT_STORE,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="resumable checkpoints")] = None,
+) -> None:
+    """Train a model (resuming from its checkpoint directory) and store it as a new version."""
+    overrides = _parse_overrides(set_)
+    if config is not None:
+        spec = load_spec(config, overrides)
+    elif name and dataset and data:
+        raw: dict[str, Any] = {
+            "name": name,
+            "dataset": DatasetSpec(kind=dataset, path=data).model_dump(),
+            "model": ModelOptions(architecture=architecture).model_dump(),
+            "preprocess": {"input_size": input_size},
+            "train": TrainConfig().model_dump() | ({"epochs": epochs} if epochs else {}),
+        }
+        spec = TrainingSpec.model_validate(apply_overrides(raw, overrides))
+    else:
+        raise typer.BadParameter("give --config, or --name, --dataset and --data")
+    from training.workflow import train_and_store
+
+    checkpoints = checkpoint_dir or Path("var/checkpoints") / spec.name
+    manifest = train_and_store(spec, _store(store), checkpoints, verbose=1)
+    typer.echo(
+        json.dumps(
+            {
+                "model": manifest.ref,
+                "weights_sha256": manifest.weights_sha256,
+                "best_epoch": manifest.best_epoch,
+                "metrics": {k: v.model_dump() for k, v in manifest.metrics.items()},
+            },
+            indent=1,
+        )
+    )
+
+
+@models_app.command("list")
+def models_list(store: StoreOption = DEFAULT_STORE) -> None:
+    """One line per stored model version."""
+    for manifest in _store(store).list():
+        validation = manifest.metrics.get("validation")
+        score = f"val_bal_acc={validation.balanced_accuracy:.3f}" if validation else ""
+        aliases = ",".join(manifest.aliases)
+        typer.echo(
+            f"{manifest.ref:<32} {manifest.architecture.architecture:<10} "
+            f"{manifest.weights_sha256[:12]} {score} {aliases}".rstrip()
+        )
+
+
+@models_app.command("show")
+def models_show(ref: str, store: StoreOption = DEFAULT_STORE) -> None:
+    """The full manifest of NAME[:VERSION|ALIAS] as JSON."""
+    from training.store import parse_model_ref
+
+    typer.echo(_store(store).manifest(*parse_model_ref(ref)).model_dump_json(indent=1))
+
+
+@models_app.command("alias")
+def models_alias(name: str, version: int, alias: str, store: StoreOption = DEFAULT_STORE) -> None:
+    """Point ALIAS of NAME at VERSION."""
+    _store(store).set_alias(name, alias, version)
+    typer.echo(f"{name}:{alias} -> {version}")
+
+
+@app.command()
+def predict(
+    image: Path,
+    model: Annotated[str, typer.Option(help="NAME[:VERSION|ALIAS]")],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Class probabilities for one image file, as JSON."""
+    from training.predict import predict_images
+    from training.preprocess import read_image
+    from training.store import parse_model_ref
+
+    loaded = _store(store).load(*parse_model_ref(model))
+    typer.echo(predict_images(loaded, [read_image(str(image))])[0].model_dump_json(indent=1))
+
+
+def main() -> None:
+    """Errors a user can fix are printed as one line, not a traceback."""
+    from training.data.base import DatasetError
+
+    try:
+        app()
+    except (DatasetError, FileNotFoundError, LookupError, ValueError, RuntimeError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from error
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Training specifications: what to train on, which model, with which recipe.
+
+A :class:`TrainingSpec` is plain data (YAML/JSON in, JSON out) so the CLI, the job queue and the
+model store all describe a run the same way. The defaults are the paper's recipe (§3.3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.data.registry import DatasetSpec
+from training.models.builders import DEFAULT_TAP_LAYER, Architecture, ArchitectureConfig
+from training.preprocess import PreprocessConfig
+
+
+class TrainConfig(BaseModel):
+    """The optimisation recipe. Defaults: Adam(lr 0.01, ε 0.1), CCE, inverse-frequency class
+    weights, ≤ 300 epochs, early stopping (patience 40, min_delta 0.001, best weights restored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(0.01, gt=0)
+    adam_epsilon: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0, description="linear learning-rate warm-up (from scratch)")
+    class_weighting: Literal["inverse_frequency", "none"] = "inverse_frequency"
+    epoch_fraction: float = Field(1.0, gt=0, le=1, description="share of the train set per epoch")
+    monitor: Literal["val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_auc"] = (
+        "val_loss"
+    )
+    patience: int = Field(40, ge=1)
+    min_delta: float = Field(0.001, ge=0)
+    seed: int = 0
+
+
+class ModelOptions(BaseModel):
+    """The architecture choices a user makes; class count and input size come from the data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Architecture = "baseline"
+    attention_variant: Literal["paper", "datta-reference"] = "paper"
+    attention_heads: int = Field(16, ge=1)
+    tap_layer: str = DEFAULT_TAP_LAYER
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    weights: str | None = Field(None, description='None, "imagenet" or a backbone weights file')
+
+    def architecture_config(self, num_classes: int, input_size: int) -> ArchitectureConfig:
+        options = self.model_dump(exclude={"weights"})
+        return ArchitectureConfig(num_classes=num_classes, input_size=input_size, **options)
+
+
+class TrainingSpec(BaseModel):
+    """One training run: a name for the resulting model, its data, model and recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    dataset: DatasetSpec
+    model: ModelOptions = ModelOptions()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``train.epochs`` → 5) in a nested dict, in place; returns it."""
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return raw
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainingSpec:
+    """Read a YAML or JSON spec file and apply dotted ``overrides``."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    return TrainingSpec.model_validate(apply_overrides(raw, overrides or {}))

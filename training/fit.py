@@ -1,0 +1,310 @@
+"""Training with the paper's recipe, resumable after a crash, observable while it runs.
+
+:func:`train` builds the model, runs Keras ``fit`` over the tf.data pipeline and returns the model
+with its best weights restored plus metrics on the validation and test splits. Every epoch it
+writes a checkpoint (model + optimizer state, best weights, early-stopping state and history) to
+``checkpoint_dir``; calling :func:`train` again with the same directory continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from pydantic import BaseModel
+
+from training.config import TrainConfig, TrainingSpec
+from training.data.base import LabeledImages
+from training.metrics import ClassificationMetrics, classification_metrics
+from training.models.builders import ArchitectureConfig, build_from_config
+from training.pipeline import make_dataset
+from training.preprocess import PreprocessConfig
+
+LAST_CHECKPOINT = "last.keras"
+BEST_WEIGHTS = "best.weights.h5"
+STATE_FILE = "state.json"
+
+
+class ProgressEvent(BaseModel):
+    """What a subscriber (the CLI, a job queue) hears while training runs."""
+
+    stage: str  # "batch" | "epoch" | "done"
+    epoch: int  # 1-based
+    epochs: int
+    batch: int = 0
+    batches: int = 0
+    metrics: dict[str, float] = {}
+
+
+ProgressListener = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class TrainingResult:
+    model: keras.Model
+    architecture: ArchitectureConfig
+    history: dict[str, list[float]]
+    best_epoch: int
+    epochs_run: int
+    validation: ClassificationMetrics
+    test: ClassificationMetrics | None
+
+
+def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """``N / (K · n_k)``: each class contributes equally to the loss; mean sample weight is 1."""
+    counts = np.bincount(labels, minlength=num_classes)
+    if (counts == 0).any():
+        missing = [k for k in range(num_classes) if counts[k] == 0]
+        raise ValueError(f"the training split has no examples of classes {missing}")
+    return {k: float(len(labels) / (num_classes * counts[k])) for k in range(num_classes)}
+
+
+def predict_logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and integer labels over one pass of a ``make_dataset(training=False)`` dataset."""
+    logits, labels = [], []
+    for pixels, onehot in dataset:
+        logits.append(np.asarray(model(pixels, training=False)))
+        labels.append(np.argmax(onehot, axis=1))
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def evaluate_split(
+    model: keras.Model, dataset: tf.data.Dataset
+) -> tuple[ClassificationMetrics, float]:
+    """Metrics and mean (unweighted) cross-entropy of ``model`` on one split."""
+    logits, labels = predict_logits(model, dataset)
+    probabilities = softmax(logits)
+    loss = float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-12)))
+    return classification_metrics(labels, probabilities), loss
+
+
+class _ValidationMetrics(keras.callbacks.Callback):
+    """Adds val_loss / val_accuracy / val_balanced_accuracy / val_macro_auc to each epoch's logs.
+
+    One prediction pass gives every metric (Keras' own validation would be a second pass).
+    """
+
+    def __init__(self, dataset: tf.data.Dataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics, loss = evaluate_split(self.model, self.dataset)
+        if logs is not None:
+            logs.update(
+                val_loss=loss,
+                val_accuracy=metrics.accuracy,
+                val_balanced_accuracy=metrics.balanced_accuracy,
+                val_macro_auc=metrics.macro_roc_auc if metrics.macro_roc_auc is not None else 0.5,
+            )
+
+
+class _CheckpointAndEarlyStop(keras.callbacks.Callback):
+    """Per-epoch checkpoint plus early stopping whose state survives a crash.
+
+    Keras' EarlyStopping keeps its best weights and patience counter in memory; here both live in
+    ``checkpoint_dir`` so a resumed run stops at the same epoch an uninterrupted one would.
+    """
+
+    def __init__(self, directory: Path, config: TrainConfig, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.directory = directory
+        self.config = config
+        self.state = state
+        self.sign = 1.0 if config.monitor == "val_loss" else -1.0  # minimise sign * value
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        for key, value in logs.items():
+            self.state["history"].setdefault(key, []).append(float(value))
+        current = self.sign * float(logs[self.config.monitor])
+        best = self.state["best_value"]
+        if best is None or current < best - self.config.min_delta:
+            self.state.update(best_value=current, best_epoch=epoch + 1, wait=0)
+            self.model.save_weights(self.directory / BEST_WEIGHTS)
+        else:
+            self.state["wait"] += 1
+        self.state["epoch"] = epoch + 1
+        if self.state["wait"] >= self.config.patience:
+            self.state["stopped_early"] = True
+            self.model.stop_training = True
+        partial = self.directory / f"partial.{LAST_CHECKPOINT}"
+        self.model.save(partial)
+        partial.replace(self.directory / LAST_CHECKPOINT)  # atomic: never half a checkpoint
+        _write_json_atomically(self.directory / STATE_FILE, self.state)
+
+
+class _Warmup(keras.callbacks.Callback):
+    """Linear learning-rate warm-up, a function of the epoch alone so a resume lands exactly."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        scale = min(1.0, (epoch + 1) / self.config.warmup_epochs)
+        self.model.optimizer.learning_rate.assign(self.config.learning_rate * scale)
+
+
+class _Progress(keras.callbacks.Callback):
+    """Forwards batch and epoch ends to a listener; stops training when ``should_stop`` says so."""
+
+    def __init__(
+        self,
+        listener: ProgressListener | None,
+        should_stop: Callable[[], bool] | None,
+        epochs: int,
+        batches: int,
+    ) -> None:
+        super().__init__()
+        self.listener, self.should_stop = listener, should_stop
+        self.epochs, self.batches = epochs, batches
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._emit("batch", logs, batch=batch + 1)
+        if self.should_stop is not None and self.should_stop():
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._emit("epoch", logs, batch=self.batches)
+
+    def _emit(self, stage: str, logs: dict[str, Any] | None, batch: int) -> None:
+        if self.listener is None:
+            return
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)}
+        self.listener(
+            ProgressEvent(
+                stage=stage,
+                epoch=self.epoch,
+                epochs=self.epochs,
+                batch=batch,
+                batches=self.batches,
+                metrics=metrics,
+            )
+        )
+
+
+def train(
+    spec: TrainingSpec,
+    data: LabeledImages,
+    splits: dict[str, np.ndarray],
+    checkpoint_dir: str | Path,
+    listener: ProgressListener | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    verbose: int = 0,
+) -> TrainingResult:
+    """Train ``spec`` on ``data`` split by ``splits`` (index arrays for train/val[/test])."""
+    config = spec.train
+    directory = Path(checkpoint_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+
+    architecture = spec.model.architecture_config(data.num_classes, spec.preprocess.input_size)
+    train_data, val_data = data.subset(splits["train"]), data.subset(splits["val"])
+    train_ds = make_dataset(train_data, spec.preprocess, config.batch_size, True, config.seed)
+    val_ds = _eval_dataset(val_data, spec.preprocess, config.batch_size)
+    steps = max(1, math.ceil(config.epoch_fraction * len(train_data) / config.batch_size))
+
+    state = _load_state(directory)
+    if state is not None:
+        model = keras.saving.load_model(directory / LAST_CHECKPOINT, safe_mode=True)
+    else:
+        state = {
+            "epoch": 0,
+            "best_value": None,
+            "best_epoch": 0,
+            "wait": 0,
+            "stopped_early": False,
+            "history": {},
+        }
+        model = build_from_config(architecture, weights=spec.model.weights)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+
+    callbacks: list[keras.callbacks.Callback] = [
+        _ValidationMetrics(val_ds),
+        _CheckpointAndEarlyStop(directory, config, state),
+        _Progress(listener, should_stop, config.epochs, steps),
+    ]
+    if config.warmup_epochs:
+        callbacks.insert(0, _Warmup(config))
+    class_weight = (
+        inverse_frequency_weights(train_data.labels, data.num_classes)
+        if config.class_weighting == "inverse_frequency"
+        else None
+    )
+    if state["epoch"] < config.epochs and not state["stopped_early"]:
+        model.fit(
+            train_ds,
+            epochs=config.epochs,
+            initial_epoch=state["epoch"],
+            steps_per_epoch=steps,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+
+    model.load_weights(directory / BEST_WEIGHTS)
+    validation, _ = evaluate_split(model, val_ds)
+    test = None
+    if "test" in splits and len(splits["test"]):
+        test_ds = _eval_dataset(data.subset(splits["test"]), spec.preprocess, config.batch_size)
+        test, _ = evaluate_split(model, test_ds)
+    if listener is not None:
+        listener(
+            ProgressEvent(
+                stage="done",
+                epoch=state["epoch"],
+                epochs=config.epochs,
+                metrics={"val_balanced_accuracy": validation.balanced_accuracy},
+            )
+        )
+    return TrainingResult(
+        model=model,
+        architecture=architecture,
+        history=state["history"],
+        best_epoch=state["best_epoch"],
+        epochs_run=state["epoch"],
+        validation=validation,
+        test=test,
+    )
+
+
+def _eval_dataset(
+    data: LabeledImages, config: PreprocessConfig, batch_size: int
+) -> tf.data.Dataset:
+    return make_dataset(data, config, batch_size, training=False)
+
+
+def _load_state(directory: Path) -> dict[str, Any] | None:
+    """The saved state when a complete checkpoint exists, else None (a fresh start)."""
+    state_path = directory / STATE_FILE
+    if not (state_path.is_file() and (directory / LAST_CHECKPOINT).is_file()):
+        return None
+    return json.loads(state_path.read_text())
+
+
+def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a sibling file and rename, so a crash never leaves half a state file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
