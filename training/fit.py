@@ -259,6 +259,7 @@ def train(
             initial_epoch=state["epoch"],
             steps_per_epoch=steps,
             class_weight=class_weight,
+            shuffle=False,  # the tf.data pipeline shuffles
             callbacks=callbacks,
             verbose=verbose,
         )

@@ -1,0 +1,91 @@
+"""The model store: versions, aliases, provenance, and refusal of tampered artifacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.models import ArchitectureConfig, build_from_config
+from training.preprocess import PreprocessConfig
+from training.store import (
+    IntegrityError,
+    ModelStore,
+    ModelStoreError,
+    parse_model_ref,
+    sha256_file,
+)
+
+ARCH = ArchitectureConfig(architecture="attention", num_classes=2, input_size=32)
+PIXELS = np.random.default_rng(2).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_from_config(ARCH)
+
+
+def _save(store: ModelStore, model, name: str = "derm"):
+    return store.save(
+        model,
+        name,
+        ARCH,
+        PreprocessConfig(input_size=32),
+        ["benign", "malignant"],
+        data_fingerprint="f" * 64,
+    )
+
+
+def test_save_then_load_gives_the_same_model_and_its_provenance(tmp_path, model):
+    store = ModelStore(tmp_path)
+    manifest = _save(store, model)
+    assert manifest.ref == "derm:1"
+    assert manifest.weights_sha256 == sha256_file(tmp_path / "derm" / "1" / "model.keras")
+    assert manifest.code_version.startswith("0.1.0")
+    loaded = store.load("derm")
+    assert loaded.manifest.architecture == ARCH
+    assert loaded.manifest.data_fingerprint == "f" * 64
+    np.testing.assert_array_equal(np.asarray(model(PIXELS)), np.asarray(loaded.model(PIXELS)))
+
+
+def test_versions_increase_and_aliases_resolve(tmp_path, model):
+    store = ModelStore(tmp_path)
+    _save(store, model)
+    _save(store, model)
+    assert store.versions("derm") == [1, 2]
+    assert store.resolve("derm", "latest") == 2
+    store.set_alias("derm", "production", 1)
+    assert store.resolve("derm", "production") == 1
+    assert store.manifest("derm", "1").aliases == ["production"]
+    assert [m.ref for m in store.list()] == ["derm:1", "derm:2"]
+
+
+def test_a_tampered_artifact_is_refused(tmp_path, model):
+    store = ModelStore(tmp_path)
+    _save(store, model)
+    weights = tmp_path / "derm" / "1" / "model.keras"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="does not match"):
+        store.load("derm", "1")
+
+
+def test_unknown_names_versions_and_aliases_are_clear_errors(tmp_path, model):
+    store = ModelStore(tmp_path)
+    _save(store, model)
+    with pytest.raises(ModelStoreError, match="no model named 'chest'.*derm"):
+        store.load("chest")
+    with pytest.raises(ModelStoreError, match="no version 7"):
+        store.resolve("derm", "7")
+    with pytest.raises(ModelStoreError, match="no alias 'prod'"):
+        store.resolve("derm", "prod")
+    with pytest.raises(ValueError, match="alias"):
+        store.set_alias("derm", "latest", 1)
+    with pytest.raises(ValueError, match="model name"):
+        _save(store, model, name="../escape")
+
+
+def test_model_refs_parse_with_and_without_a_selector():
+    assert parse_model_ref("derm") == ("derm", "latest")
+    assert parse_model_ref("derm:3") == ("derm", "3")
+    assert parse_model_ref("derm:production") == ("derm", "production")
