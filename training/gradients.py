@@ -1,0 +1,163 @@
+"""Every gradient the project takes (attacks, Grad-CAM) goes through this module.
+
+It is the one place that knows which Keras backend runs: TensorFlow (``tf.GradientTape`` inside a
+compiled ``tf.function``) or JAX (``jax.value_and_grad`` under ``jax.jit``). Callers pass plain
+numpy arrays and get numpy arrays back, so attacks and explanations stay backend-free.
+
+Compiled functions are cached per model object (weakly, so models can be freed); they capture no
+per-call state, so one model can serve concurrent callers.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+BACKEND = keras.backend.backend()
+
+_compiled: weakref.WeakKeyDictionary[keras.Model, dict[Any, Callable]] = weakref.WeakKeyDictionary()
+
+
+def _cached(model: keras.Model, key: Any, make: Callable[[], Callable]) -> Callable:
+    per_model = _compiled.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = make()
+    return per_model[key]
+
+
+def _cross_entropy(logits: Any, onehot: Any) -> Any:
+    """Per-example cross-entropy on logits (summed by callers so gradients stay per-example)."""
+    return keras.ops.categorical_crossentropy(onehot, logits, from_logits=True)
+
+
+def loss_input_gradient(
+    model: keras.Model, pixels: np.ndarray, onehot: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(d Σ_i CE(model(x_i), y_i) / d x, logits) for a batch; pixels in raw [0, 255] space.
+
+    The sum keeps each example's gradient equal to the gradient of its own loss.
+    """
+    step = _cached(model, "loss_input_gradient", lambda: _make_loss_input_gradient(model))
+    gradient, logits = step(pixels.astype(np.float32), onehot.astype(np.float32))
+    return np.asarray(gradient), np.asarray(logits)
+
+
+def logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
+    """Inference-mode logits as numpy, compiled once per model."""
+    forward = _cached(model, "logits", lambda: _make_forward(model))
+    return np.asarray(forward(pixels.astype(np.float32)))
+
+
+def layer_activations_and_gradients(
+    model: keras.Model, layer_name: str, pixels: np.ndarray, class_indices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Activations A of ``layer_name``, dScore/dA and logits, where Score = Σ_i logit_i[c_i].
+
+    Grad-CAM needs the gradient at an inner layer, not at the input; the model is split there
+    into ``pixels → A`` and ``A → logits`` so every backend can differentiate the second half.
+    """
+    parts = _cached(model, ("split", layer_name), lambda: _split_at(model, layer_name))
+    head, tail = parts
+    step = _cached(model, ("layer_grad", layer_name), lambda: _make_layer_gradient(head, tail))
+    activations, gradient, out = step(pixels.astype(np.float32), class_indices.astype(np.int32))
+    return np.asarray(activations), np.asarray(gradient), np.asarray(out)
+
+
+def _split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Model]:
+    layer = model.get_layer(layer_name)  # ValueError names the layer if absent
+    tensor = layer.output
+    if isinstance(tensor, list | tuple):
+        raise ValueError(f"layer {layer_name!r} has several outputs; pick a single-output layer")
+    head = keras.Model(model.input, tensor, name=f"{model.name}_to_{layer_name}")
+    tail = keras.Model(tensor, model.output, name=f"{model.name}_from_{layer_name}")
+    return head, tail
+
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    def _make_forward(model: keras.Model) -> Callable:
+        @tf.function(reduce_retracing=True)
+        def forward(pixels: tf.Tensor) -> tf.Tensor:
+            return model(pixels, training=False)
+
+        return forward
+
+    def _make_loss_input_gradient(model: keras.Model) -> Callable:
+        @tf.function(reduce_retracing=True)
+        def step(pixels: tf.Tensor, onehot: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                tape.watch(pixels)
+                out = model(pixels, training=False)
+                loss = tf.reduce_sum(_cross_entropy(out, onehot))
+            return tape.gradient(loss, pixels), out
+
+        return step
+
+    def _make_layer_gradient(head: keras.Model, tail: keras.Model) -> Callable:
+        @tf.function(reduce_retracing=True)
+        def step(pixels: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            activations = head(pixels, training=False)
+            with tf.GradientTape() as tape:
+                tape.watch(activations)
+                out = tail(activations, training=False)
+                score = tf.reduce_sum(tf.gather(out, classes, axis=1, batch_dims=1))
+            return activations, tape.gradient(score, activations), out
+
+        return step
+
+elif BACKEND == "jax":
+    import jax
+    import jax.numpy as jnp
+
+    def _weights(model: keras.Model) -> tuple[list[Any], list[Any]]:
+        """Current weight values, passed as arguments so a compiled function never goes stale."""
+        return (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+        )
+
+    def _pure(model: keras.Model) -> Callable:
+        def call(weights: tuple[list[Any], list[Any]], x: Any) -> Any:
+            out, _ = model.stateless_call(weights[0], weights[1], x, training=False)
+            return out
+
+        return call
+
+    def _make_forward(model: keras.Model) -> Callable:
+        forward = jax.jit(_pure(model))
+        return lambda pixels: forward(_weights(model), pixels)
+
+    def _make_loss_input_gradient(model: keras.Model) -> Callable:
+        call = _pure(model)
+
+        def loss(pixels: Any, weights: Any, onehot: Any) -> tuple[Any, Any]:
+            out = call(weights, pixels)
+            return jnp.sum(_cross_entropy(out, onehot)), out
+
+        grad = jax.jit(jax.grad(loss, has_aux=True))
+        return lambda pixels, onehot: grad(pixels, _weights(model), onehot)
+
+    def _make_layer_gradient(head: keras.Model, tail: keras.Model) -> Callable:
+        head_call, tail_call = _pure(head), _pure(tail)
+
+        def score(activations: Any, weights: Any, classes: Any) -> tuple[Any, Any]:
+            out = tail_call(weights, activations)
+            return jnp.sum(jnp.take_along_axis(out, classes[:, None], axis=1)), out
+
+        grad = jax.grad(score, has_aux=True)
+
+        @jax.jit
+        def step(pixels: Any, head_weights: Any, tail_weights: Any, classes: Any) -> tuple:
+            activations = head_call(head_weights, pixels)
+            gradient, out = grad(activations, tail_weights, classes)
+            return activations, gradient, out
+
+        return lambda pixels, classes: step(pixels, _weights(head), _weights(tail), classes)
+
+else:  # pragma: no cover - torch and others are not supported
+    raise ImportError(f"training.gradients supports the tensorflow and jax backends, not {BACKEND}")

@@ -1,0 +1,82 @@
+"""Human-readable renderings of a :class:`RobustnessReport`: a markdown table and a PNG curve."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+from training.robustness import RobustnessReport
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def markdown_table(report: RobustnessReport) -> str:
+    """Robust accuracy per (model, attack, ε) with its 95 % interval, then the model pairs."""
+    lines = [
+        f"Robustness on n={report.n} images; {report.pixel_space}.",
+        "",
+        "| model | attack | ε | clean acc % | robust acc % [95% CI] | attack success % "
+        "| mean L∞ | mean L2 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.results:
+        low, high = r.robust_accuracy_ci95
+        lines.append(
+            f"| {r.model} | {r.attack} | {r.epsilon:g} | {_percent(r.clean_accuracy)} "
+            f"| {_percent(r.robust_accuracy)} [{_percent(low)}, {_percent(high)}] "
+            f"| {_percent(r.attack_success_rate)} | {r.linf_mean:.2f} | {r.l2_mean:.1f} |"
+        )
+    if report.comparisons:
+        lines += [
+            "",
+            "| attack | ε | A | B | A − B (points) | relative % | A only / B only | McNemar p |",
+            "|---|---:|---|---|---:|---:|---:|---:|",
+        ]
+        for c in report.comparisons:
+            relative = "n/a" if c.relative_difference_percent is None else (
+                f"{c.relative_difference_percent:+.1f}")
+            lines.append(
+                f"| {c.attack} | {c.epsilon:g} | {c.model_a} | {c.model_b} "
+                f"| {c.difference_points:+.1f} | {relative} "
+                f"| {c.only_a_correct} / {c.only_b_correct} | {c.mcnemar_p:.3g} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def robustness_curve_png(report: RobustnessReport) -> bytes:
+    """Robust accuracy vs ε, one line per model, one panel per attack, 95 % bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_attack: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in report.results:
+        by_attack[r.attack][r.model].append(r)
+    figure, axes = plt.subplots(
+        1, len(by_attack), figsize=(5 * len(by_attack), 4), squeeze=False, sharey=True
+    )
+    for axis, (attack, per_model) in zip(axes[0], by_attack.items(), strict=True):
+        for model, cells in per_model.items():
+            cells = sorted(cells, key=lambda c: c.epsilon)
+            eps = [c.epsilon for c in cells]
+            axis.plot(eps, [c.robust_accuracy for c in cells], marker="o", label=model)
+            axis.fill_between(
+                eps,
+                [c.robust_accuracy_ci95[0] for c in cells],
+                [c.robust_accuracy_ci95[1] for c in cells],
+                alpha=0.2,
+            )
+        axis.set_title(attack)
+        axis.set_xlabel("ε (pixel units of 255)")
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("robust accuracy")
+    axes[0][-1].legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
