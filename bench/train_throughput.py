@@ -38,8 +38,10 @@ class _EpochTimer(keras.callbacks.Callback):
 def _compiled(architecture: str, num_classes: int, size: int) -> keras.Model:
     keras.utils.set_random_seed(0)
     model = build_model(architecture, num_classes=num_classes, input_size=size)
-    model.compile(keras.optimizers.Adam(1e-3, epsilon=0.1),
-                  keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-3, epsilon=0.1),
+        keras.losses.CategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -63,8 +65,14 @@ def main() -> None:
     model = _compiled(args.architecture, data.num_classes, args.size)
     timer = _EpochTimer()
     dataset = make_dataset(data, config, args.batch_size, training=True)
-    model.fit(dataset, epochs=1 + args.epochs, steps_per_epoch=steps, callbacks=[timer],
-              verbose=0, shuffle=False)
+    model.fit(
+        dataset,
+        epochs=1 + args.epochs,
+        steps_per_epoch=steps,
+        callbacks=[timer],
+        verbose=0,
+        shuffle=False,
+    )
     cold_pipeline = images_per_epoch / timer.seconds[0]
     pipeline = images_per_epoch * args.epochs / sum(timer.seconds[1:])
 
@@ -73,13 +81,23 @@ def main() -> None:
     onehot = np.eye(data.num_classes, dtype=np.float32)[data.labels]
     model = _compiled(args.architecture, data.num_classes, args.size)
     timer = _EpochTimer()
-    model.fit(pixels[:images_per_epoch], onehot[:images_per_epoch], batch_size=args.batch_size,
-              epochs=1 + args.epochs, callbacks=[timer], verbose=0, shuffle=True)
+    model.fit(
+        pixels[:images_per_epoch],
+        onehot[:images_per_epoch],
+        batch_size=args.batch_size,
+        epochs=1 + args.epochs,
+        callbacks=[timer],
+        verbose=0,
+        shuffle=True,
+    )
     in_memory = images_per_epoch * args.epochs / sum(timer.seconds[1:])
 
     result = {
-        "architecture": args.architecture, "input_size": args.size, "batch_size": args.batch_size,
-        "images": args.images, "timed_epochs": args.epochs,
+        "architecture": args.architecture,
+        "input_size": args.size,
+        "batch_size": args.batch_size,
+        "images": args.images,
+        "timed_epochs": args.epochs,
         "pipeline_cold_first_epoch_img_s": round(cold_pipeline, 1),
         "pipeline_img_s": round(pipeline, 1),
         "in_memory_img_s": round(in_memory, 1),

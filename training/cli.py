@@ -132,6 +132,117 @@ def predict(
     typer.echo(predict_images(loaded, [read_image(str(image))])[0].model_dump_json(indent=1))
 
 
+def _split_list(value: str) -> list[str]:
+    return [item for item in value.replace(",", " ").split() if item]
+
+
+ITERATIVE_ATTACKS = {"pgd", "pgd_l2", "bim", "mim"}
+
+
+@app.command()
+def evaluate(
+    models: Annotated[str, typer.Option(help="model refs to compare: A,B (NAME[:VERSION])")],
+    data: Annotated[str, typer.Option(help="dataset path (relative: MEDROBUST_DATA_DIR)")],
+    out: Annotated[Path, typer.Option(help="report .json; .md and .png are written beside it")],
+    dataset: Annotated[str, typer.Option(help="dataset kind")] = "ham10000",
+    split: Annotated[str, typer.Option(help="train | val | test")] = "test",
+    split_mode: Annotated[str, typer.Option(help="source | group")] = "group",
+    limit: Annotated[int | None, typer.Option(help="stratified cap on the images")] = None,
+    attacks: Annotated[str, typer.Option(help="comma-separated attack names")] = "fgsm,pgd",
+    eps: Annotated[str, typer.Option(help="comma-separated ε in pixel units of 255")] = "1,2,4,8",
+    steps: Annotated[int, typer.Option(help="steps of iterative attacks")] = 10,
+    batch_size: Annotated[int, typer.Option(help="images per attack batch")] = 32,
+    seed: Annotated[int, typer.Option(help="random starts are drawn from it")] = 0,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Attack stored models over an ε sweep; write a JSON report, a markdown table, a PNG curve."""
+    from tqdm import tqdm
+
+    from training.evaluation import evaluate_stored
+    from training.reporting import markdown_table, robustness_curve_png
+    from training.robustness import AttackSpec, EvaluationSpec, build_report
+    from training.store import code_version
+
+    spec = EvaluationSpec(
+        attacks=[
+            AttackSpec(name=name, params={"steps": steps} if name in ITERATIVE_ATTACKS else {})
+            for name in _split_list(attacks)
+        ],
+        epsilons=[float(e) for e in _split_list(eps)],
+        batch_size=batch_size,
+        seed=seed,
+    )
+    dataset_spec = DatasetSpec(kind=dataset, path=data, split=split_mode)
+    with tqdm(total=1, desc="evaluate", unit="batch") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        outcomes = evaluate_stored(
+            _store(store),
+            _split_list(models),
+            dataset_spec,
+            spec,
+            split=split,
+            limit=limit,
+            progress=progress,
+        )
+    report = build_report(outcomes, code_version())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.model_dump_json(indent=1))
+    out.with_suffix(".md").write_text(markdown_table(report))
+    out.with_suffix(".png").write_bytes(robustness_curve_png(report))
+    typer.echo(markdown_table(report))
+
+
+@app.command()
+def explain(
+    image: Path,
+    model: Annotated[str, typer.Option(help="NAME[:VERSION|ALIAS]")],
+    out: Annotated[Path, typer.Option(help="PNG panel: overlays side by side")],
+    method: Annotated[str, typer.Option(help="gradcam | gradcam++")] = "gradcam",
+    class_name: Annotated[str | None, typer.Option("--class", help="class to explain")] = None,
+    attack: Annotated[str | None, typer.Option(help="explain the attacked image too")] = None,
+    eps: Annotated[float, typer.Option(help="attack ε in pixel units of 255")] = 4.0,
+    steps: Annotated[int, typer.Option(help="steps of iterative attacks")] = 10,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Grad-CAM (and attention maps) for one image, optionally next to its attacked version."""
+    from training.attacks import make_attack
+    from training.explain.image import explain_image
+    from training.preprocess import read_image
+    from training.store import parse_model_ref
+
+    loaded = _store(store).load(*parse_model_ref(model))
+    class_index = None
+    if class_name is not None:
+        if class_name not in loaded.manifest.class_names:
+            raise ValueError(f"unknown class {class_name!r}; {loaded.manifest.class_names}")
+        class_index = loaded.manifest.class_names.index(class_name)
+    adversary = None
+    if attack is not None:
+        params = {"steps": steps} if attack in ITERATIVE_ATTACKS else {}
+        adversary = make_attack(attack, epsilon=eps, **params)
+    result = explain_image(loaded, read_image(str(image)), method, class_index, adversary)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(result.panel_png())
+    summary = {
+        "panel": str(out),
+        "overlays": list(result.overlays),
+        "method": result.method,
+        "layer": result.layer,
+        "class_explained": result.class_explained,
+        "prediction": result.prediction.model_dump(),
+        "adversarial_prediction": (
+            result.adversarial_prediction.model_dump() if result.adversarial_prediction else None
+        ),
+        "comparison": result.comparison.model_dump() if result.comparison else None,
+        "attack": result.attack,
+    }
+    typer.echo(json.dumps(summary, indent=1))
+
+
 def main() -> None:
     """Errors a user can fix are printed as one line, not a traceback."""
     from training.data.base import DatasetError

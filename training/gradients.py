@@ -53,18 +53,25 @@ def logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
 
 
 def layer_activations_and_gradients(
-    model: keras.Model, layer_name: str, pixels: np.ndarray, class_indices: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Activations A of ``layer_name``, dScore/dA and logits, where Score = Σ_i logit_i[c_i].
+    model: keras.Model, layer_name: str, pixels: np.ndarray, class_indices: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Activations A of ``layer_name``, dScore/dA, logits and the classes c_i explained, where
+    Score = Σ_i logit_i[c_i].
 
-    Grad-CAM needs the gradient at an inner layer, not at the input; the model is split there
-    into ``pixels → A`` and ``A → logits`` so every backend can differentiate the second half.
+    ``class_indices`` None (or -1 entries) picks each image's predicted class inside the same
+    pass, so explaining the prediction costs one forward pass, not two. Grad-CAM needs the
+    gradient at an inner layer: the model is split there into ``pixels → A`` and ``A → logits``
+    so every backend can differentiate the (cheap) second half.
     """
+    if class_indices is None:
+        class_indices = np.full(len(pixels), -1)
     parts = _cached(model, ("split", layer_name), lambda: _split_at(model, layer_name))
     head, tail = parts
     step = _cached(model, ("layer_grad", layer_name), lambda: _make_layer_gradient(head, tail))
-    activations, gradient, out = step(pixels.astype(np.float32), class_indices.astype(np.int32))
-    return np.asarray(activations), np.asarray(gradient), np.asarray(out)
+    activations, gradient, out, classes = step(
+        pixels.astype(np.float32), np.asarray(class_indices).astype(np.int32)
+    )
+    return np.asarray(activations), np.asarray(gradient), np.asarray(out), np.asarray(classes)
 
 
 def _split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.Model]:
@@ -105,8 +112,10 @@ if BACKEND == "tensorflow":
             with tf.GradientTape() as tape:
                 tape.watch(activations)
                 out = tail(activations, training=False)
+                predicted = tf.argmax(out, axis=1, output_type=tf.int32)
+                classes = tf.where(classes < 0, predicted, classes)
                 score = tf.reduce_sum(tf.gather(out, classes, axis=1, batch_dims=1))
-            return activations, tape.gradient(score, activations), out
+            return activations, tape.gradient(score, activations), out, classes
 
         return step
 
@@ -147,15 +156,17 @@ elif BACKEND == "jax":
 
         def score(activations: Any, weights: Any, classes: Any) -> tuple[Any, Any]:
             out = tail_call(weights, activations)
-            return jnp.sum(jnp.take_along_axis(out, classes[:, None], axis=1)), out
+            predicted = jnp.argmax(jax.lax.stop_gradient(out), axis=1).astype(jnp.int32)
+            classes = jnp.where(classes < 0, predicted, classes)
+            return jnp.sum(jnp.take_along_axis(out, classes[:, None], axis=1)), (out, classes)
 
         grad = jax.grad(score, has_aux=True)
 
         @jax.jit
         def step(pixels: Any, head_weights: Any, tail_weights: Any, classes: Any) -> tuple:
             activations = head_call(head_weights, pixels)
-            gradient, out = grad(activations, tail_weights, classes)
-            return activations, gradient, out
+            gradient, (out, chosen) = grad(activations, tail_weights, classes)
+            return activations, gradient, out, chosen
 
         return lambda pixels, classes: step(pixels, _weights(head), _weights(tail), classes)
 

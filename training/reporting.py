@@ -35,8 +35,11 @@ def markdown_table(report: RobustnessReport) -> str:
             "|---|---:|---|---|---:|---:|---:|---:|",
         ]
         for c in report.comparisons:
-            relative = "n/a" if c.relative_difference_percent is None else (
-                f"{c.relative_difference_percent:+.1f}")
+            relative = (
+                "n/a"
+                if c.relative_difference_percent is None
+                else (f"{c.relative_difference_percent:+.1f}")
+            )
             lines.append(
                 f"| {c.attack} | {c.epsilon:g} | {c.model_a} | {c.model_b} "
                 f"| {c.difference_points:+.1f} | {relative} "

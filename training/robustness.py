@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 import keras
 import numpy as np
@@ -20,6 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from training import gradients
 from training.attacks import Attack, make_attack
+from training.explain.cam import get_method
+from training.explain.compare import (
+    MapComparison,
+    MapComparisonSummary,
+    aggregate,
+)
 from training.stats import mcnemar_exact_p, wilson_interval
 
 REPORT_SCHEMA_VERSION = 1
@@ -49,6 +56,9 @@ class EvaluationSpec(BaseModel):
     epsilons: list[float] = Field(min_length=1)
     batch_size: int = Field(32, ge=1)
     seed: int = 0
+    explain: Literal["gradcam", "gradcam++"] | None = Field(
+        None, description="also compare clean vs adversarial maps of the true class"
+    )
 
     @field_validator("epsilons")
     @classmethod
@@ -87,6 +97,7 @@ class AdversarialOutcomes(BaseModel):
     predictions: list[int]
     linf: list[float]
     l2: list[float]
+    map_comparisons: list[MapComparison] | None = None
 
 
 class ShardResult(BaseModel):
@@ -122,6 +133,7 @@ class CellResult(BaseModel):
     l2_mean: float
     l2_median: float
     per_class_robust_accuracy: dict[str, float | None]
+    map_comparison: MapComparisonSummary | None = None
 
 
 class PairComparison(BaseModel):
@@ -198,12 +210,16 @@ def evaluate_shard(
         if progress is not None:
             progress(done, total)
 
+    cam = get_method(spec.explain) if spec.explain else None
     clean: dict[str, list[int]] = {}
     adversarial: list[AdversarialOutcomes] = []
     for identity, model in models:
         clean_pred = np.empty(len(pixels), dtype=np.int64)
+        clean_maps: list[np.ndarray] = []
         for batch in batches:
             clean_pred[batch] = gradients.logits(model, pixels[batch]).argmax(axis=1)
+            if cam is not None:
+                clean_maps.append(cam.explain(model, pixels[batch], labels[batch]).maps)
             tick()
         clean[identity.key] = clean_pred.tolist()
         for attack_spec, epsilon in itertools.product(spec.attacks, spec.epsilons):
@@ -212,8 +228,12 @@ def evaluate_shard(
                 continue
             attack = attack_spec.make(epsilon, spec.seed)
             outcome = AdversarialOutcomes(
-                model=identity.key, attack=attack_spec.name, epsilon=epsilon,
-                predictions=[], linf=[], l2=[],
+                model=identity.key,
+                attack=attack_spec.name,
+                epsilon=epsilon,
+                predictions=[],
+                linf=[],
+                l2=[],
             )
             for batch in batches:
                 x = pixels[batch]
@@ -238,8 +258,14 @@ def evaluate_shard(
 
 def _unattacked(model: str, attack: str, clean_pred: np.ndarray) -> AdversarialOutcomes:
     zeros = [0.0] * len(clean_pred)
-    return AdversarialOutcomes(model=model, attack=attack, epsilon=0.0,
-                               predictions=clean_pred.tolist(), linf=zeros, l2=list(zeros))
+    return AdversarialOutcomes(
+        model=model,
+        attack=attack,
+        epsilon=0.0,
+        predictions=clean_pred.tolist(),
+        linf=zeros,
+        l2=list(zeros),
+    )
 
 
 def merge_shards(shards: Sequence[ShardResult]) -> ShardResult:
@@ -249,7 +275,11 @@ def merge_shards(shards: Sequence[ShardResult]) -> ShardResult:
     first = shards[0]
     for shard in shards[1:]:
         same = (shard.spec, shard.models, shard.class_names, shard.dataset_fingerprint) == (
-            first.spec, first.models, first.class_names, first.dataset_fingerprint)
+            first.spec,
+            first.models,
+            first.class_names,
+            first.dataset_fingerprint,
+        )
         if not same:
             raise ValueError("shards come from different evaluations (spec, models or data differ)")
     ids = np.concatenate([np.asarray(s.sample_ids, dtype=np.int64) for s in shards])
@@ -263,22 +293,31 @@ def merge_shards(shards: Sequence[ShardResult]) -> ShardResult:
 
     adversarial = [
         AdversarialOutcomes(
-            model=cell.model, attack=cell.attack, epsilon=cell.epsilon,
+            model=cell.model,
+            attack=cell.attack,
+            epsilon=cell.epsilon,
             predictions=joined(lambda s, k=k: s.adversarial[k].predictions),
             linf=joined(lambda s, k=k: s.adversarial[k].linf),
             l2=joined(lambda s, k=k: s.adversarial[k].l2),
+            map_comparisons=(
+                joined(lambda s, k=k: s.adversarial[k].map_comparisons)
+                if cell.map_comparisons is not None
+                else None
+            ),
         )
         for k, cell in enumerate(first.adversarial)
     ]
-    return first.model_copy(update={
-        "sample_ids": joined(lambda s: s.sample_ids),
-        "labels": joined(lambda s: s.labels),
-        "clean_predictions": {
-            key: joined(lambda s, key=key: s.clean_predictions[key])
-            for key in first.clean_predictions
-        },
-        "adversarial": adversarial,
-    })
+    return first.model_copy(
+        update={
+            "sample_ids": joined(lambda s: s.sample_ids),
+            "labels": joined(lambda s: s.labels),
+            "clean_predictions": {
+                key: joined(lambda s, key=key: s.clean_predictions[key])
+                for key in first.clean_predictions
+            },
+            "adversarial": adversarial,
+        }
+    )
 
 
 def build_report(outcomes: ShardResult, code_version: str) -> RobustnessReport:
@@ -351,6 +390,7 @@ def _cell_result(
         l2_mean=float(l2.mean()) if n else 0.0,
         l2_median=float(np.median(l2)) if n else 0.0,
         per_class_robust_accuracy=per_class,
+        map_comparison=aggregate(cell.map_comparisons) if cell.map_comparisons else None,
     )
 
 
@@ -388,6 +428,7 @@ def evaluate(
 ) -> RobustnessReport:
     """Evaluate in one piece: the report of a single shard holding every image."""
     ids = np.arange(len(pixels)) if sample_ids is None else np.asarray(sample_ids)
-    shard = evaluate_shard(models, pixels, labels, ids, class_names, spec,
-                           dataset_fingerprint, progress)
+    shard = evaluate_shard(
+        models, pixels, labels, ids, class_names, spec, dataset_fingerprint, progress
+    )
     return build_report(shard, code_version)

@@ -68,12 +68,12 @@ def project_linf(
 def project_l2(
     x_adv: np.ndarray, x: np.ndarray, epsilon: float, clip_min: float, clip_max: float
 ) -> np.ndarray:
-    """Project onto the L2 ball of radius ``epsilon`` around ``x``, then onto the pixel range.
+    """Clip to the pixel range, then project onto the L2 ball of radius ``epsilon`` around ``x``.
 
-    Clipping to the range afterwards moves every coordinate towards ``x`` (which is inside the
-    range), so it can only shrink the L2 norm: the result stays inside the ball.
+    The order is ART's (``ProjectedGradientDescent``): the rescaled point lies between ``x`` and a
+    point in the range, so it stays in the range (up to rounding, which the final clip removes).
     """
-    delta = x_adv - x
+    delta = np.clip(x_adv, clip_min, clip_max) - x
     norms = l2_norms(delta)
     scale = np.minimum(1.0, epsilon / np.maximum(norms, 1e-12)).astype(np.float32)
     return np.clip(x + delta * per_sample(scale), clip_min, clip_max)

@@ -63,7 +63,9 @@ class Attack(ABC):
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.int64)
         if x.ndim != 4 or len(x) != len(y):
-            raise AttackError(f"{self.name}: expected x (N,H,W,C) and y (N,), got {x.shape}, {y.shape}")
+            raise AttackError(
+                f"{self.name}: expected x (N,H,W,C) and y (N,), got {x.shape}, {y.shape}"
+            )
         if len(x) == 0 or self.epsilon == 0:
             return x.copy()
         ids = np.arange(len(x)) if sample_ids is None else np.asarray(sample_ids)
@@ -80,9 +82,11 @@ class Attack(ABC):
 
     def params(self) -> dict[str, Any]:
         """JSON-safe parameters, recorded in robustness reports so a run can be repeated."""
-        return {"name": self.name, "norm": self.norm, **{
-            k: v for k, v in vars(self).items() if isinstance(v, int | float | bool | str)
-        }}
+        return {
+            "name": self.name,
+            "norm": self.norm,
+            **{k: v for k, v in vars(self).items() if isinstance(v, int | float | bool | str)},
+        }
 
     def _random_unit_noise(
         self, shape: tuple[int, ...], sample_ids: np.ndarray, stream: int = 0
@@ -93,7 +97,9 @@ class Attack(ABC):
         """
         noise = np.empty((len(sample_ids), *shape), dtype=np.float32)
         for row, sample_id in enumerate(sample_ids):
-            key = (self.seed, int(sample_id)) if stream == 0 else (self.seed, int(sample_id), stream)
+            key = (
+                (self.seed, int(sample_id)) if stream == 0 else (self.seed, int(sample_id), stream)
+            )
             rng = np.random.default_rng(key)
             noise[row] = rng.uniform(-1.0, 1.0, size=shape)
         return noise

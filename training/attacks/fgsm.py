@@ -33,7 +33,9 @@ class FGSM(Attack):
         clip_max: float = 255.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(epsilon, targeted=targeted, clip_min=clip_min, clip_max=clip_max, seed=seed)
+        super().__init__(
+            epsilon, targeted=targeted, clip_min=clip_min, clip_max=clip_max, seed=seed
+        )
 
     def _perturb(
         self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, sample_ids: np.ndarray

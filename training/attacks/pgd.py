@@ -55,7 +55,9 @@ class PGDLinf(Attack):
         clip_max: float = 255.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(epsilon, targeted=targeted, clip_min=clip_min, clip_max=clip_max, seed=seed)
+        super().__init__(
+            epsilon, targeted=targeted, clip_min=clip_min, clip_max=clip_max, seed=seed
+        )
         self.steps = check_count(self.name, "steps", steps)
         self.restarts = check_count(self.name, "restarts", restarts)
         self.step_size = check_step_size(self.name, step_size, self.epsilon, self.steps)
@@ -67,7 +69,9 @@ class PGDLinf(Attack):
         def run(restart: int) -> np.ndarray:
             return self._iterate(model, x, onehot, self._start(x, sample_ids, restart))
 
-        return keep_first_success(self, model, onehot, self.restarts, run)
+        # Without a random start every restart would repeat the first one exactly.
+        restarts = self.restarts if self.random_start else 1
+        return keep_first_success(self, model, onehot, restarts, run)
 
     def _start(self, x: np.ndarray, sample_ids: np.ndarray, restart: int) -> np.ndarray:
         if not self.random_start:

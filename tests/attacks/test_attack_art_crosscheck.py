@@ -1,0 +1,108 @@
+"""The built-in attacks against ART's reference implementations on the same model and inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("art")
+
+import tensorflow as tf  # noqa: E402
+from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent  # noqa: E402
+from art.estimators.classification import TensorFlowV2Classifier  # noqa: E402
+from attack_testkit import (  # noqa: E402
+    NUM_CLASSES,
+    SIZE,
+    correct,
+    resnet,
+    resnet_batch,
+    small_cnn,
+    synthetic,
+)
+
+from training.attacks import BIM, FGSM, PGDL2, PGDLinf  # noqa: E402
+
+
+def art_classifier(model):
+    return TensorFlowV2Classifier(
+        model,
+        nb_classes=NUM_CLASSES,
+        input_shape=(SIZE, SIZE, 3),
+        loss_object=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
+        clip_values=(0, 255),
+    )
+
+
+def onehot(y):
+    return np.eye(NUM_CLASSES, dtype=np.float32)[y]
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fgsm_matches_art_fast_gradient_method(targeted):
+    model = resnet()
+    x, y = resnet_batch()
+    labels = (y + 1) % NUM_CLASSES if targeted else y
+    ours = FGSM(8, targeted=targeted).generate(model, x, labels)
+    reference = FastGradientMethod(
+        art_classifier(model), norm=np.inf, eps=8, targeted=targeted, minimal=False
+    ).generate(x, onehot(labels))
+    difference = float(np.max(np.abs(ours - reference)))
+    print(f"FGSM (targeted={targeted}) max |ours - ART| = {difference:.3g} pixel units")
+    assert difference <= 1e-4
+
+
+def test_pgd_without_random_start_matches_art_pgd():
+    model = resnet()
+    x, y = resnet_batch()
+    epsilon, step_size, steps = 0.5, 0.125, 5
+    reference = ProjectedGradientDescent(
+        art_classifier(model),
+        norm=np.inf,
+        eps=epsilon,
+        eps_step=step_size,
+        max_iter=steps,
+        num_random_init=0,
+        verbose=False,
+    ).generate(x, onehot(y))
+    art_correct = correct(model, reference, y)
+    clean = correct(model, x, y).mean()
+    assert 0 < art_correct.mean() < clean  # a meaningful comparison
+    for ours in (
+        BIM(epsilon, step_size=step_size, steps=steps),
+        PGDLinf(epsilon, step_size=step_size, steps=steps, random_start=False),
+    ):
+        x_adv = ours.generate(model, x, y)
+        ours_correct = correct(model, x_adv, y)
+        difference = float(np.max(np.abs(x_adv - reference)))
+        print(
+            f"{type(ours).__name__} robust accuracy ours {ours_correct.mean():.3f} ART "
+            f"{art_correct.mean():.3f} (clean {clean:.3f}); max |ours - ART| = {difference:.3g}"
+        )
+        np.testing.assert_array_equal(ours_correct, art_correct)
+        assert difference <= 1e-3
+
+
+def test_pgd_l2_without_random_start_matches_art_pgd_l2():
+    model = small_cnn()
+    x, y = synthetic(16, seed=5)
+    epsilon, step_size, steps = 1000.0, 250.0, 5
+    ours = PGDL2(epsilon, step_size=step_size, steps=steps, random_start=False).generate(
+        model, x, y
+    )
+    reference = ProjectedGradientDescent(
+        art_classifier(model),
+        norm=2,
+        eps=epsilon,
+        eps_step=step_size,
+        max_iter=steps,
+        num_random_init=0,
+        verbose=False,
+    ).generate(x, onehot(y))
+    ours_correct, art_correct = correct(model, ours, y), correct(model, reference, y)
+    difference = float(np.max(np.abs(ours - reference)))
+    print(
+        f"PGD-L2 robust accuracy ours {ours_correct.mean():.3f} ART {art_correct.mean():.3f} "
+        f"(clean {correct(model, x, y).mean():.3f}); max |ours - ART| = {difference:.3g}"
+    )
+    np.testing.assert_array_equal(ours_correct, art_correct)
+    assert difference <= 1e-3
