@@ -1,4 +1,4 @@
-"""Pixel preparation: the paper's chest x-ray filter against a hand computation, resizing, channels."""
+"""Pixel preparation: the chest x-ray filter against a hand computation, resizing, channels."""
 
 from __future__ import annotations
 

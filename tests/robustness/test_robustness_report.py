@@ -134,3 +134,17 @@ def test_shard_ranges_cover_everything_on_batch_boundaries(n, shards, batch):
     assert ranges[0][0] == 0 and ranges[-1][1] == n and len(ranges) <= shards
     for (_, stop), (start, _) in zip(ranges, ranges[1:], strict=False):
         assert stop == start and start % batch == 0
+
+
+def test_grad_cam_comparisons_are_aggregated_and_survive_sharding(models, images):
+    pixels, labels = images
+    spec = SPEC.model_copy(update={"explain": "gradcam", "attacks": [AttackSpec(name="fgsm")]})
+    whole = evaluate(models[:1], pixels, labels, CLASSES, spec, "test")
+    shards = [
+        evaluate_shard(models[:1], pixels[a:b], labels[a:b], np.arange(a, b), CLASSES, spec)
+        for a, b in shard_ranges(len(pixels), 2, spec.batch_size)
+    ]
+    assert _without_time(build_report(merge_shards(shards), "test")) == _without_time(whole)
+    attacked = whole.cell("base:1", "fgsm", 16.0)
+    assert attacked.map_comparison is not None and attacked.map_comparison.n == len(pixels)
+    assert whole.cell("base:1", "fgsm", 0.0).map_comparison is None

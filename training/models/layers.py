@@ -48,10 +48,11 @@ class SoftAttention(keras.layers.Layer):
       paper and Datta et al. describe it. Kernel ``(3, 3, C, m)``.
     * ``"datta-reference"``: what Datta's public code computes. It builds a kernel
       ``(C, 3, 3, 1, m)`` and runs conv3d over X expanded to ``(H, W, C, 1)`` with strides
-      ``(1, 1, C)`` and "same" padding, so the C-long kernel axis slides along H, and along channels only a 3-wide window
-      at depth 0 is seen: the logits depend on channels 0–2 alone. We compute exactly that result
-      as an equivalent, memory-cheap Conv2D (the rows of the C-long axis that ever overlap the
-      feature map, channels 0–2); ``tests`` check it against the literal conv3d.
+      ``(1, 1, C)`` and "same" padding, so the C-long kernel axis slides along H, and along
+      channels only a 3-wide window at depth 0 is seen: the logits depend on channels 0–2 alone.
+      We compute exactly that result as an equivalent, memory-cheap Conv2D (the rows of the
+      C-long axis that ever overlap the feature map, channels 0–2); tests check it against the
+      conv3d written out by its definition.
 
     Both variants have ``9·C·m + m`` parameters. Returns ``[U, maps]`` with maps ``(B, H, W, m)``.
     """
