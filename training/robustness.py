@@ -26,6 +26,7 @@ from training.explain.compare import (
     MapComparison,
     MapComparisonSummary,
     aggregate,
+    compare_maps,
 )
 from training.stats import mcnemar_exact_p, wilson_interval
 
@@ -234,14 +235,18 @@ def evaluate_shard(
                 predictions=[],
                 linf=[],
                 l2=[],
+                map_comparisons=[] if cam is not None else None,
             )
-            for batch in batches:
+            for k, batch in enumerate(batches):
                 x = pixels[batch]
                 x_adv = attack.generate(model, x, labels[batch], sample_ids[batch])
                 delta = (x_adv - x).reshape(len(x), -1)
                 outcome.predictions += gradients.logits(model, x_adv).argmax(axis=1).tolist()
                 outcome.linf += np.abs(delta).max(axis=1).tolist()
                 outcome.l2 += np.linalg.norm(delta, axis=1).tolist()
+                if cam is not None:
+                    adversarial_maps = cam.explain(model, x_adv, labels[batch]).maps
+                    outcome.map_comparisons += compare_maps(clean_maps[k], adversarial_maps)
                 tick()
             adversarial.append(outcome)
     return ShardResult(

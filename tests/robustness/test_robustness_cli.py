@@ -37,8 +37,13 @@ def workspace(tmp_path_factory) -> Path:
     keras.utils.set_random_seed(1)
     for architecture in ("baseline", "attention"):
         config = ArchitectureConfig(architecture=architecture, num_classes=2, input_size=32)
-        store.save(build_from_config(config), architecture, config, PreprocessConfig(input_size=32),
-                   ["benign", "malignant"])
+        store.save(
+            build_from_config(config),
+            architecture,
+            config,
+            PreprocessConfig(input_size=32),
+            ["benign", "malignant"],
+        )
     return root
 
 
@@ -49,10 +54,28 @@ def _run(*args: str, root: Path) -> subprocess.CompletedProcess:
 
 def test_evaluate_writes_json_markdown_and_png(workspace):
     out = workspace / "reports" / "report.json"
-    result = _run("evaluate", "--models", "baseline,attention", "--dataset", "folders",
-                  "--data", str(workspace / "data"), "--split", "test", "--attacks", "fgsm,pgd",
-                  "--eps", "0,8", "--steps", "2", "--batch-size", "4", "--out", str(out),
-                  root=workspace)
+    result = _run(
+        "evaluate",
+        "--models",
+        "baseline,attention",
+        "--dataset",
+        "folders",
+        "--data",
+        str(workspace / "data"),
+        "--split",
+        "test",
+        "--attacks",
+        "fgsm,pgd",
+        "--eps",
+        "0,8",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        root=workspace,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [m["name"] for m in report["models"]] == ["baseline", "attention"]
@@ -67,12 +90,30 @@ def test_evaluate_writes_json_markdown_and_png(workspace):
 def test_explain_writes_a_panel_and_compares_clean_with_attacked(workspace):
     out = workspace / "panel.png"
     image = workspace / "data" / "benign" / "benign0.png"
-    result = _run("explain", str(image), "--model", "attention", "--attack", "pgd", "--eps", "8",
-                  "--steps", "2", "--out", str(out), root=workspace)
+    result = _run(
+        "explain",
+        str(image),
+        "--model",
+        "attention",
+        "--attack",
+        "pgd",
+        "--eps",
+        "8",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        root=workspace,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    assert summary["overlays"] == ["gradcam", "attention", "adversarial_image",
-                                   "gradcam_adversarial", "attention_adversarial"]
+    assert summary["overlays"] == [
+        "gradcam",
+        "attention",
+        "adversarial_image",
+        "gradcam_adversarial",
+        "attention_adversarial",
+    ]
     assert summary["prediction"]["model"] == "attention"
     assert summary["attack"]["name"] == "pgd" and summary["attack"]["epsilon"] == 8
     panel = cv2.imread(str(out))
