@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from training.explain.image import explain_image
 from training.attacks import make_attack
+from training.explain.image import explain_image
 from training.models import ArchitectureConfig, build_from_config
 from training.preprocess import PreprocessConfig
 from training.store import ModelStore
