@@ -1,0 +1,69 @@
+"""The one settings object of the network side; no other module reads the environment.
+
+Every field can be set as an environment variable with the ``MEDROBUST_`` prefix (or in a
+``.env`` file); ``REDIS_URL`` and ``DATABASE_URL`` are also read under their conventional names.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scope = str  # "predict" | "explain" | "jobs" | "admin"
+ALL_SCOPES = ("predict", "explain", "jobs", "admin")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDROBUST_", env_file=".env", extra="ignore")
+
+    # storage
+    store_dir: Path = Field(Path("var/models"), description="model store (training.store)")
+    state_dir: Path = Field(Path("var/state"), description="job database, embedded broker, reports")
+    data_dir: Path | None = Field(None, description="root of datasets named by relative paths")
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "MEDROBUST_DATABASE_URL"),
+        description="SQLAlchemy URL; default: a SQLite file in state_dir",
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "MEDROBUST_REDIS_URL"),
+        description="Celery broker and result store; unset: an embedded broker on local disk",
+    )
+
+    # serving
+    preload_models: list[str] = Field(
+        default_factory=list, description="NAME[:VERSION] loaded at start-up (all if empty)"
+    )
+    default_models: dict[str, str] = Field(
+        default_factory=dict, description="task -> model ref used when a request names none"
+    )
+    max_batch_size: int = Field(16, ge=1, description="dynamic micro-batching: largest batch")
+    max_batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb guard")
+    allowed_formats: list[str] = Field(default_factory=lambda: ["png", "jpeg", "dicom"])
+
+    # auth: token -> scopes; empty means auth is off (development only)
+    api_tokens: dict[str, list[Scope]] = Field(default_factory=dict)
+
+    # jobs
+    job_soft_time_limit_s: int = Field(6 * 3600, ge=1)
+    job_hard_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
+    evaluation_shards: int = Field(2, ge=1)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.state_dir / 'jobs.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; tests build their own ``Settings(...)`` instead."""
+    return Settings()
