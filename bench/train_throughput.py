@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import keras
@@ -21,18 +22,6 @@ from training.data.registry import DatasetSpec, load_dataset
 from training.models import build_model
 from training.pipeline import make_dataset, prepared_arrays
 from training.preprocess import PreprocessConfig
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def _compiled(architecture: str, num_classes: int, size: int) -> keras.Model:
@@ -51,7 +40,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs after the cold one")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per input path")
     parser.add_argument("--architecture", default="baseline")
     args = parser.parse_args()
 
@@ -61,36 +50,35 @@ def main() -> None:
     steps = args.images // args.batch_size
     images_per_epoch = steps * args.batch_size
 
-    # 1. the real pipeline, from JPEG files on disk
-    model = _compiled(args.architecture, data.num_classes, args.size)
-    timer = _EpochTimer()
+    # The real pipeline (JPEG files on disk) and arrays already decoded in memory feed two
+    # identical models. After one warm-up epoch each (the pipeline's decodes every file once and
+    # fills its cache), timed epochs alternate between the two so that load from other processes
+    # on a shared machine falls on both alike.
+    pipeline_model = _compiled(args.architecture, data.num_classes, args.size)
     dataset = make_dataset(data, config, args.batch_size, training=True)
-    model.fit(
-        dataset,
-        epochs=1 + args.epochs,
-        steps_per_epoch=steps,
-        callbacks=[timer],
-        verbose=0,
-        shuffle=False,
-    )
-    cold_pipeline = images_per_epoch / timer.seconds[0]
-    pipeline = images_per_epoch * args.epochs / sum(timer.seconds[1:])
+    memory_model = _compiled(args.architecture, data.num_classes, args.size)
+    pixels = prepared_arrays(data, config)[:images_per_epoch]
+    onehot = np.eye(data.num_classes, dtype=np.float32)[data.labels][:images_per_epoch]
 
-    # 2. the same model fed arrays already in memory (decoded and prepared beforehand)
-    pixels = prepared_arrays(data, config)
-    onehot = np.eye(data.num_classes, dtype=np.float32)[data.labels]
-    model = _compiled(args.architecture, data.num_classes, args.size)
-    timer = _EpochTimer()
-    model.fit(
-        pixels[:images_per_epoch],
-        onehot[:images_per_epoch],
-        batch_size=args.batch_size,
-        epochs=1 + args.epochs,
-        callbacks=[timer],
-        verbose=0,
-        shuffle=True,
-    )
-    in_memory = images_per_epoch * args.epochs / sum(timer.seconds[1:])
+    def pipeline_epoch() -> float:
+        start = time.perf_counter()
+        pipeline_model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        return time.perf_counter() - start
+
+    def memory_epoch() -> float:
+        start = time.perf_counter()
+        memory_model.fit(pixels, onehot, batch_size=args.batch_size, epochs=1, verbose=0)
+        return time.perf_counter() - start
+
+    cold_pipeline = images_per_epoch / pipeline_epoch()
+    memory_epoch()
+    pipeline_rates, memory_rates = [], []
+    for _ in range(args.epochs):
+        pipeline_rates.append(images_per_epoch / pipeline_epoch())
+        memory_rates.append(images_per_epoch / memory_epoch())
+    pipeline = statistics.median(pipeline_rates)
+    in_memory = statistics.median(memory_rates)
+    ratios = [p / m for p, m in zip(pipeline_rates, memory_rates, strict=True)]
 
     result = {
         "architecture": args.architecture,
@@ -101,7 +89,8 @@ def main() -> None:
         "pipeline_cold_first_epoch_img_s": round(cold_pipeline, 1),
         "pipeline_img_s": round(pipeline, 1),
         "in_memory_img_s": round(in_memory, 1),
-        "ratio_pipeline_vs_in_memory": round(pipeline / in_memory, 3),
+        "ratio_pipeline_vs_in_memory": round(statistics.median(ratios), 3),
+        "ratio_per_round": [round(r, 3) for r in ratios],
         "backend": keras.backend.backend(),
     }
     print(json.dumps(result, indent=1))

@@ -1,0 +1,307 @@
+"""``/predict`` images/s over HTTP at concurrency 16 vs the model's raw batched throughput, and
+single-request HTTP latency vs raw batch-1 latency, measured in one run.
+
+Raw figures are the model's own ceiling, measured in this process on the same stored artifact:
+back-to-back ``training.gradients.logits`` calls on batches of ``--batch-size`` (the server's
+``max_batch_size``), and on single images. The HTTP figures go through everything a client
+sees: a real uvicorn server (started here unless ``--url`` is given), multipart upload, PNG
+sniffing and decoding, preprocessing, dynamic micro-batching, JSON response. The raw throughput
+and the HTTP figure are measured in interleaved rounds and the median per-round ratio is reported,
+so load drift on a shared machine does not favour either side. The client is a minimal
+keep-alive HTTP/1.1 client on asyncio streams,
+so that the load generator, which shares the CPU with the server, costs as little as possible.
+
+    .venv/bin/python bench/http_predict.py --size 64 --requests 256
+
+Prints one JSON object; ``throughput_ratio`` = HTTP images/s ÷ raw images/s (goal >= 0.9),
+``latency_ratio`` = raw batch-1 latency ÷ HTTP single-request latency (1.0 = no overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BOUNDARY = "medrobust-bench-boundary"
+
+
+def build_store(root: Path, architecture: str, size: int, classes: int) -> str:
+    import keras
+
+    from training.models import ArchitectureConfig, build_from_config
+    from training.preprocess import PreprocessConfig
+    from training.store import ModelStore
+
+    keras.utils.set_random_seed(0)
+    config = ArchitectureConfig(architecture=architecture, num_classes=classes, input_size=size)
+    names = [f"class{k}" for k in range(classes)]
+    ModelStore(root).save(
+        build_from_config(config), "bench", config, PreprocessConfig(input_size=size), names
+    )
+    return "bench"
+
+
+def start_server(
+    store: Path, state: Path, args: argparse.Namespace
+) -> tuple[str, subprocess.Popen]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDROBUST_")}
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    env.update(
+        PYTHONPATH=str(REPO),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        MEDROBUST_STORE_DIR=str(store),
+        MEDROBUST_STATE_DIR=str(state),
+        MEDROBUST_PRELOAD_MODELS=json.dumps([args.model]),
+        MEDROBUST_MAX_BATCH_SIZE=str(args.batch_size),
+        MEDROBUST_MAX_BATCH_WAIT_MS=str(args.wait_ms),
+    )
+    command = [
+        sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    log = (state / "uvicorn.log").open("wb")
+    process = subprocess.Popen(command, cwd=state, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((state / "uvicorn.log").read_text()[-3000:])
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return url, process
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("the server did not start")
+
+
+def multipart_request(host: str, model: str, png: bytes) -> bytes:
+    body = (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="models"\r\n\r\n{model}\r\n'
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; responses must carry Content-Length."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> Connection:
+        parts = urlsplit(url)
+        return cls(*await asyncio.open_connection(parts.hostname, parts.port))
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def throughput(url: str, requests: list[bytes], total: int, concurrency: int) -> float:
+    connections = [await Connection.open(url) for _ in range(concurrency)]
+    sent = 0
+    failures: list[str] = []
+
+    async def worker(connection: Connection) -> None:
+        nonlocal sent
+        while sent < total:
+            request = requests[sent % len(requests)]
+            sent += 1
+            status, body = await connection.send(request)
+            if status != 200:
+                failures.append(f"{status}: {body[:200]!r}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        await connection.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} requests failed, e.g. {failures[0]}")
+    return total / elapsed
+
+
+async def latency(url: str, requests: list[bytes], count: int) -> float:
+    connection = await Connection.open(url)
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        status, body = await connection.send(requests[i % len(requests)])
+        times.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"{status}: {body[:200]!r}")
+    await connection.close()
+    return statistics.median(times)
+
+
+def raw_throughput(loaded, batch: np.ndarray, seconds: float) -> float:
+    from training import gradients
+
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or calls < 3:
+        gradients.logits(loaded.model, batch)
+        calls += 1
+    return calls * len(batch) / (time.perf_counter() - started)
+
+
+def raw_latency(loaded, image: np.ndarray, count: int) -> float:
+    from training import gradients
+
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        gradients.logits(loaded.model, image[None])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def mean_batch_size(url: str, model: str) -> tuple[float, float]:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+
+    def value(series: str) -> float:
+        match = re.search(rf'^{series}{{model="{re.escape(model)}"}} (\S+)$', text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    return (
+        value("medrobust_inference_batch_size_sum"),
+        value("medrobust_inference_batch_size_count"),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="an already running server (default: start one here)")
+    parser.add_argument("--store", type=Path, help="its model store (with --url)")
+    parser.add_argument("--model", default="bench", help="model ref (with --url)")
+    parser.add_argument("--architecture", default="attention")
+    parser.add_argument("--size", type=int, default=64, help="model input size (px)")
+    parser.add_argument("--image-size", type=int, help="uploaded PNG side (default: --size)")
+    parser.add_argument("--classes", type=int, default=7)
+    parser.add_argument("--batch-size", type=int, default=16, help="server max_batch_size")
+    parser.add_argument("--wait-ms", type=float, default=5.0, help="server max_batch_wait_ms")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--latency-requests", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="raw/HTTP rounds, interleaved")
+    parser.add_argument("--raw-seconds", type=float, default=5.0, help="raw time per round")
+    args = parser.parse_args()
+
+    from training.store import ModelStore
+
+    work = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    process = None
+    if args.url:
+        if args.store is None:
+            parser.error("--url needs --store (the server's model store) for the raw figures")
+        url, store = args.url.rstrip("/"), args.store
+    else:
+        store = work / "models"
+        args.model = build_store(store, args.architecture, args.size, args.classes)
+        (work / "state").mkdir()
+        url, process = start_server(store, work / "state", args)
+    try:
+        name, _, selector = args.model.partition(":")
+        loaded = ModelStore(store).load(name, selector or "latest")
+        size = loaded.manifest.preprocess.input_size
+        side = args.image_size or size
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (32, side, side, 3), dtype=np.uint8)
+        host = urlsplit(url).netloc
+        requests = [
+            multipart_request(host, args.model, cv2.imencode(".png", image)[1].tobytes())
+            for image in images
+        ]
+        pixels = rng.uniform(0, 255, (args.batch_size, size, size, 3)).astype(np.float32)
+        raw_throughput(loaded, pixels, 1.0)  # compile both shapes
+        raw_latency(loaded, pixels[0], 3)
+        asyncio.run(throughput(url, requests, 4 * args.concurrency, args.concurrency))  # warm-up
+        raw_rounds, http_rounds = [], []
+        sum_before, count_before = mean_batch_size(url, loaded.manifest.ref)
+        for _ in range(args.rounds):  # interleaved, so load drift hits both sides alike
+            raw_rounds.append(raw_throughput(loaded, pixels, args.raw_seconds))
+            http_rounds.append(
+                asyncio.run(throughput(url, requests, args.requests, args.concurrency))
+            )
+        sum_after, count_after = mean_batch_size(url, loaded.manifest.ref)
+        ratios = [h / r for h, r in zip(http_rounds, raw_rounds, strict=True)]
+        raw_single = raw_latency(loaded, pixels[0], args.latency_requests)
+        http_single = asyncio.run(latency(url, requests, args.latency_requests))
+        batches = count_after - count_before
+        result = {
+            "model": loaded.manifest.ref,
+            "architecture": loaded.manifest.architecture.architecture,
+            "input_size": size,
+            "upload_png_side": side,
+            "max_batch_size": args.batch_size,
+            "max_batch_wait_ms": args.wait_ms,
+            "concurrency": args.concurrency,
+            "requests_per_round": args.requests,
+            "raw_images_per_s": round(statistics.median(raw_rounds), 2),
+            "http_images_per_s": round(statistics.median(http_rounds), 2),
+            "throughput_ratio": round(statistics.median(ratios), 3),
+            "throughput_ratio_per_round": [round(r, 3) for r in ratios],
+            "raw_images_per_s_per_round": [round(r, 2) for r in raw_rounds],
+            "http_images_per_s_per_round": [round(h, 2) for h in http_rounds],
+            "mean_server_batch_size": (
+                round((sum_after - sum_before) / batches, 2) if batches else None
+            ),
+            "raw_batch1_latency_ms": round(raw_single * 1000, 2),
+            "http_single_latency_ms": round(http_single * 1000, 2),
+            "latency_ratio": round(raw_single / http_single, 3),
+            "latency_overhead_ms": round((http_single - raw_single) * 1000, 2),
+            "cpu_count": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+        }
+        print(json.dumps(result, indent=1))
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
