@@ -153,6 +153,9 @@ def evaluate(
     steps: Annotated[int, typer.Option(help="steps of iterative attacks")] = 10,
     batch_size: Annotated[int, typer.Option(help="images per attack batch")] = 32,
     seed: Annotated[int, typer.Option(help="random starts are drawn from it")] = 0,
+    explain: Annotated[
+        str | None, typer.Option(help="gradcam | gradcam++: also compare clean vs attacked maps")
+    ] = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Attack stored models over an ε sweep; write a JSON report, a markdown table, a PNG curve."""
@@ -171,6 +174,7 @@ def evaluate(
         epsilons=[float(e) for e in _split_list(eps)],
         batch_size=batch_size,
         seed=seed,
+        explain=explain,
     )
     dataset_spec = DatasetSpec(kind=dataset, path=data, split=split_mode)
     with tqdm(total=1, desc="evaluate", unit="batch") as bar:

@@ -121,7 +121,7 @@ def test_restarts_keep_the_first_fooling_restart_else_the_last(random_start, bat
     onehot = np.eye(NUM_CLASSES, dtype=np.float32)[y]
     pgd = PGDLinf(3.0, steps=2, restarts=3, random_start=random_start, seed=1)
     ids = np.arange(len(x))
-    runs = [pgd._iterate(model, x, onehot, pgd._start(x, ids, r)) for r in range(3)]
+    runs = [pgd._run(model, x, onehot, ids, r) for r in range(3)]
     expected = runs[2].copy()
     for run in reversed(runs[:2]):
         success = fooled(gradients.logits(model, run), onehot, targeted=False)

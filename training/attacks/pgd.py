@@ -23,17 +23,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from training.attacks._common import (
-    ascent_gradient,
-    check_count,
-    check_step_size,
-    keep_first_success,
-    project_linf,
-)
-from training.attacks.base import Attack
+from training.attacks._common import ascent_gradient, project_linf
+from training.attacks.iterative import ProjectedGradientAttack
 
 
-class PGDLinf(Attack):
+class PGDLinf(ProjectedGradientAttack):
     """PGD-L∞: ``steps`` signed-gradient steps of size ``step_size``, projected on the ε-ball.
 
     ``step_size=None`` means ``2.5 · epsilon / steps``. ``random_start`` draws the start uniformly
@@ -43,48 +37,14 @@ class PGDLinf(Attack):
     name = "pgd"
     norm = "inf"
 
-    def __init__(
-        self,
-        epsilon: float,
-        step_size: float | None = None,
-        steps: int = 10,
-        random_start: bool = True,
-        restarts: int = 1,
-        targeted: bool = False,
-        clip_min: float = 0.0,
-        clip_max: float = 255.0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            epsilon, targeted=targeted, clip_min=clip_min, clip_max=clip_max, seed=seed
-        )
-        self.steps = check_count(self.name, "steps", steps)
-        self.restarts = check_count(self.name, "restarts", restarts)
-        self.step_size = check_step_size(self.name, step_size, self.epsilon, self.steps)
-        self.random_start = bool(random_start)
-
-    def _perturb(
-        self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, sample_ids: np.ndarray
-    ) -> np.ndarray:
-        def run(restart: int) -> np.ndarray:
-            return self._iterate(model, x, onehot, self._start(x, sample_ids, restart))
-
-        # Without a random start every restart would repeat the first one exactly.
-        restarts = self.restarts if self.random_start else 1
-        return keep_first_success(self, model, onehot, restarts, run)
-
     def _start(self, x: np.ndarray, sample_ids: np.ndarray, restart: int) -> np.ndarray:
-        if not self.random_start:
-            return x
         noise = self._random_unit_noise(x.shape[1:], sample_ids, stream=restart)
         return np.clip(x + self.epsilon * noise, self.clip_min, self.clip_max)
 
-    def _iterate(
+    def _step(
         self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, x_adv: np.ndarray
     ) -> np.ndarray:
-        for _ in range(self.steps):
-            direction = np.sign(ascent_gradient(model, x_adv, onehot, self.targeted))
-            x_adv = project_linf(
-                x_adv + self.step_size * direction, x, self.epsilon, self.clip_min, self.clip_max
-            )
-        return x_adv
+        direction = np.sign(ascent_gradient(model, x_adv, onehot, self.targeted))
+        return project_linf(
+            x_adv + self.step_size * direction, x, self.epsilon, self.clip_min, self.clip_max
+        )

@@ -25,19 +25,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from training.attacks._common import (
-    ascent_gradient,
-    check_count,
-    check_step_size,
-    keep_first_success,
-    l2_norms,
-    project_l2,
-    safe_normalise,
-)
-from training.attacks.base import Attack
+from training.attacks._common import ascent_gradient, l2_norms, project_l2, safe_normalise
+from training.attacks.iterative import ProjectedGradientAttack
 
 
-class PGDL2(Attack):
+class PGDL2(ProjectedGradientAttack):
     """PGD-L2: ``steps`` L2-normalised gradient steps of size ``step_size``, projected on the
     L2 ε-ball. ``step_size=None`` means ``2.5 · epsilon / steps``.
     """
@@ -45,39 +37,7 @@ class PGDL2(Attack):
     name = "pgd_l2"
     norm = "2"
 
-    def __init__(
-        self,
-        epsilon: float,
-        step_size: float | None = None,
-        steps: int = 10,
-        random_start: bool = True,
-        restarts: int = 1,
-        targeted: bool = False,
-        clip_min: float = 0.0,
-        clip_max: float = 255.0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            epsilon, targeted=targeted, clip_min=clip_min, clip_max=clip_max, seed=seed
-        )
-        self.steps = check_count(self.name, "steps", steps)
-        self.restarts = check_count(self.name, "restarts", restarts)
-        self.step_size = check_step_size(self.name, step_size, self.epsilon, self.steps)
-        self.random_start = bool(random_start)
-
-    def _perturb(
-        self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, sample_ids: np.ndarray
-    ) -> np.ndarray:
-        def run(restart: int) -> np.ndarray:
-            return self._iterate(model, x, onehot, self._start(x, sample_ids, restart))
-
-        # Without a random start every restart would repeat the first one exactly.
-        restarts = self.restarts if self.random_start else 1
-        return keep_first_success(self, model, onehot, restarts, run)
-
     def _start(self, x: np.ndarray, sample_ids: np.ndarray, restart: int) -> np.ndarray:
-        if not self.random_start:
-            return x
         return np.clip(
             x + self._uniform_in_l2_ball(x.shape[1:], sample_ids, restart),
             self.clip_min,
@@ -101,13 +61,11 @@ class PGDL2(Attack):
         radius = self.epsilon * np.abs(u[:, 2 * d]) ** (1.0 / d)
         return (direction * radius[:, None]).reshape(len(sample_ids), *shape).astype(np.float32)
 
-    def _iterate(
+    def _step(
         self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, x_adv: np.ndarray
     ) -> np.ndarray:
-        for _ in range(self.steps):
-            grad = ascent_gradient(model, x_adv, onehot, self.targeted)
-            step = safe_normalise(grad, l2_norms(grad))
-            x_adv = project_l2(
-                x_adv + self.step_size * step, x, self.epsilon, self.clip_min, self.clip_max
-            )
-        return x_adv
+        grad = ascent_gradient(model, x_adv, onehot, self.targeted)
+        step = safe_normalise(grad, l2_norms(grad))
+        return project_l2(
+            x_adv + self.step_size * step, x, self.epsilon, self.clip_min, self.clip_max
+        )
