@@ -1,24 +1,48 @@
-# CPU image by default; `--target gpu` builds on the TensorFlow GPU base for production workers.
+# syntax=docker/dockerfile:1
+# Two targets, one layout:
+#   docker build --target cpu -t medrobust:cpu .   python slim + tensorflow-cpu (API, CPU workers)
+#   docker build --target gpu -t medrobust:gpu .   TensorFlow's CUDA image (GPU workers)
+# Default command: `python -m service` (API + one worker); docker-compose.yml runs them apart.
+# Everything mutable lives under /data: models/ (model store), state/ (job database, reports,
+# checkpoints, embedded broker), datasets/ (mount your data read-only).
+
 FROM python:3.11-slim AS cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY training ./training
 COPY service ./service
-RUN pip install --no-cache-dir .
-ENV MEDROBUST_STORE=/data/models MEDROBUST_DATA_DIR=/data/datasets
+RUN pip install . && pip install psycopg2-binary
+RUN useradd --create-home --uid 10001 medrobust && mkdir -p /data && chown medrobust /data
+USER medrobust
+ENV MEDROBUST_STORE_DIR=/data/models MEDROBUST_STORE=/data/models \
+    MEDROBUST_STATE_DIR=/data/state MEDROBUST_DATA_DIR=/data/datasets \
+    MEDROBUST_HOST=0.0.0.0 MEDROBUST_PORT=8000 TF_CPP_MIN_LOG_LEVEL=2
 VOLUME ["/data"]
-ENTRYPOINT ["medrobust"]
-CMD ["--help"]
+EXPOSE 8000
+CMD ["python", "-m", "service"]
 
 FROM tensorflow/tensorflow:2.16.1-gpu AS gpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY training ./training
 COPY service ./service
-RUN pip install --no-cache-dir '.[gpu]'
-ENV MEDROBUST_STORE=/data/models MEDROBUST_DATA_DIR=/data/datasets
+# keep the base image's CUDA build of TensorFlow: install every other dependency, then the
+# package itself without dependencies (its tensorflow-cpu requirement would replace it)
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith('tensorflow')))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt psycopg2-binary \
+    && pip install --no-deps . \
+    && python -c "import tensorflow, keras, service.config"
+RUN useradd --create-home --uid 10001 medrobust && mkdir -p /data && chown medrobust /data
+USER medrobust
+ENV MEDROBUST_STORE_DIR=/data/models MEDROBUST_STORE=/data/models \
+    MEDROBUST_STATE_DIR=/data/state MEDROBUST_DATA_DIR=/data/datasets \
+    MEDROBUST_HOST=0.0.0.0 MEDROBUST_PORT=8000 TF_CPP_MIN_LOG_LEVEL=2
 VOLUME ["/data"]
-ENTRYPOINT ["medrobust"]
-CMD ["--help"]
+EXPOSE 8000
+CMD ["python", "-m", "service"]

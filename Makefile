@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# API (uvicorn) + one Celery worker; no server needed (REDIS_URL unset: broker on local disk).
 run: $(STAMP)
-	$(BIN)/medrobust --help
+	$(BIN)/python -m service
 
+# The job tests need Redis on 127.0.0.1:6379 (database 15): started here if none answers.
 test: $(STAMP)
+	./scripts/ensure-redis.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -8,10 +8,10 @@ sees: a real uvicorn server (started here unless ``--url`` is given), multipart 
 sniffing and decoding, preprocessing, dynamic micro-batching, JSON response. The raw throughput
 and the HTTP figure are measured in interleaved rounds and the median per-round ratio is reported,
 so load drift on a shared machine does not favour either side. The client is a minimal
-keep-alive HTTP/1.1 client on asyncio streams,
-so that the load generator, which shares the CPU with the server, costs as little as possible.
+keep-alive HTTP/1.1 client on asyncio streams, so that the load generator, which shares the CPU
+with the server, costs as little as possible.
 
-    .venv/bin/python bench/http_predict.py --size 64 --requests 256
+    .venv/bin/python bench/http_predict.py --size 64 --architecture attention
 
 Prints one JSON object; ``throughput_ratio`` = HTTP images/s ÷ raw images/s (goal >= 0.9),
 ``latency_ratio`` = raw batch-1 latency ÷ HTTP single-request latency (1.0 = no overhead).
@@ -224,10 +224,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="server max_batch_size")
     parser.add_argument("--wait-ms", type=float, default=5.0, help="server max_batch_wait_ms")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--requests", type=int, default=128, help="per round")
     parser.add_argument("--latency-requests", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3, help="raw/HTTP rounds, interleaved")
-    parser.add_argument("--raw-seconds", type=float, default=5.0, help="raw time per round")
+    parser.add_argument("--rounds", type=int, default=5, help="raw/HTTP rounds, interleaved")
+    parser.add_argument("--raw-seconds", type=float, default=4.0, help="raw time per round")
     args = parser.parse_args()
 
     from training.store import ModelStore

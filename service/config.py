@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     job_soft_time_limit_s: int = Field(6 * 3600, ge=1)
     job_hard_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
     evaluation_shards: int = Field(2, ge=1)
+    job_heartbeat_s: float = Field(2.0, gt=0, description="how often a running job says alive")
+    job_stale_after_s: float = Field(300.0, gt=0, description="silent longer: resend or fail")
+    job_max_attempts: int = Field(3, ge=1, description="deliveries before a job is failed")
+    job_progress_interval_s: float = Field(0.5, ge=0, description="progress write throttle")
+    broker_visibility_timeout_s: int | None = Field(
+        None, ge=1, description="Redis redelivery of unacked tasks; default hard limit + 600 s"
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000

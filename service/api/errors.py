@@ -1,0 +1,150 @@
+"""The one error mapper: every failure the API knows about becomes ``{"detail": ...}`` with a 4xx.
+
+Handlers raise :class:`ApiError` (or a subclass naming its status); errors that come up from
+``training/`` (unknown model, bad attack parameters) are mapped here and nowhere else, so a route
+never needs its own ``try/except`` to turn a library error into an HTTP answer. Anything not
+mapped is a bug: it is logged with its traceback and answered with a plain 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from training.attacks import AttackError
+from training.store import IntegrityError, ModelStoreError
+
+log = logging.getLogger("service.api")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    detail: Any
+
+
+class ApiError(Exception):
+    """A request the API refuses; ``status_code`` says why, ``detail`` says what to change."""
+
+    status_code = 400
+
+    def __init__(
+        self, detail: Any, status_code: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status_code is not None:
+            self.status_code = status_code
+        self.headers = headers
+
+
+class BadRequest(ApiError):
+    status_code = 400
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ApiError):
+    status_code = 403
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class NotAcceptable(ApiError):
+    status_code = 406
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+
+
+class Unprocessable(ApiError):
+    status_code = 422
+
+
+# Documented on every route that takes an image (OpenAPI ``responses=``).
+IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "corrupt, truncated or malformed input"},
+    401: {"model": ErrorResponse, "description": "missing or invalid bearer token"},
+    403: {"model": ErrorResponse, "description": "the token lacks the route's scope"},
+    404: {"model": ErrorResponse, "description": "unknown model, version, alias or task"},
+    413: {"model": ErrorResponse, "description": "upload bytes or image pixels over the limit"},
+    415: {"model": ErrorResponse, "description": "body or image format not accepted"},
+    422: {"model": ErrorResponse, "description": "invalid parameters"},
+}
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error may echo client text, even lone surrogates."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":"), default=str).encode()
+
+
+def _json(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return AsciiJSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _json(exc.status_code, exc.detail, exc.headers)
+
+
+async def _model_store_error(_: Request, exc: Exception) -> JSONResponse:
+    return _json(404, str(exc))
+
+
+async def _attack_error(_: Request, exc: Exception) -> JSONResponse:
+    return _json(422, str(exc))
+
+
+async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
+    log.error("model artifact failed its integrity check: %s", exc)
+    return _json(500, f"the stored model failed its integrity check: {exc}")
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {k: v for k, v in error.items() if k in ("type", "loc", "msg")} for error in exc.errors()
+    ]
+    return _json(422, errors)
+
+
+async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return _json(exc.status_code, exc.detail, getattr(exc, "headers", None))
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(500, "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mapping above on ``app``."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ModelStoreError, _model_store_error)
+    app.add_exception_handler(AttackError, _attack_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,90 @@
+"""``POST /predict``: class probabilities from one or several models for one image."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.auth import PredictCaller
+from service.api.deps import RegistryDep, SettingsDep, selected_refs
+from service.api.errors import IMAGE_ERRORS
+from service.api.inputs import (
+    EXAMPLE_PNG_BASE64,
+    ModelSelection,
+    decode_and_prepare,
+    image_request_body,
+    parse_image_request,
+)
+from service.api.schemas import ImageInfo, ModelPrediction
+from training.predict import prediction_from_probabilities
+
+router = APIRouter(tags=["inference"])
+
+
+class PredictParams(ModelSelection):
+    """Form fields (multipart) or JSON members besides the image."""
+
+
+class PredictRequest(PredictParams):
+    """The JSON body of ``POST /predict``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"image_base64": EXAMPLE_PNG_BASE64, "models": ["derm:production"]}]
+        }
+    )
+
+    image_base64: str = Field(description="the PNG, JPEG or DICOM file, base64-encoded")
+
+
+class PredictResponse(BaseModel):
+    image: ImageInfo
+    predictions: list[ModelPrediction] = Field(description="one per requested model, in order")
+
+
+FORM_FIELDS = {
+    "models": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "model refs (repeat the field or separate with commas)",
+    },
+    "task": {"type": "string", "description": "use the task's default model"},
+}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=IMAGE_ERRORS,
+    openapi_extra=image_request_body(PredictRequest, FORM_FIELDS),
+    summary="Classify one image with one or several models",
+)
+async def predict(
+    request: Request, _: PredictCaller, settings: SettingsDep, registry: RegistryDep
+) -> PredictResponse:
+    """Send the image as multipart (`image` file field, plus `models` / `task` fields) or as
+    JSON `{"image_base64": ..., "models": [...]}`. Several models answer side by side.
+
+    Concurrent requests for the same model are batched into one forward pass.
+    """
+    upload, params = await parse_image_request(request, settings, PredictParams)
+    refs = selected_refs(params, settings)
+    served = [await registry.get(ref) for ref in refs]
+    # Decode and prepare in a worker thread; the batchers know these requests are coming.
+    prepared = asyncio.ensure_future(
+        asyncio.to_thread(decode_and_prepare, upload, [s.manifest.preprocess for s in served])
+    )
+
+    async def pixels(index: int) -> np.ndarray:
+        return (await prepared)[index]
+
+    rows = await asyncio.gather(*(s.batcher.submit(pixels(i)) for i, s in enumerate(served)))
+    predictions = []
+    for ref, model, row in zip(refs, served, rows, strict=True):
+        registry.metrics.predictions.labels(model.ref).inc()
+        prediction = prediction_from_probabilities(model.manifest, row)
+        predictions.append(ModelPrediction.of(prediction, ref, model.manifest))
+    return PredictResponse(image=ImageInfo.of(upload), predictions=predictions)

@@ -1,0 +1,39 @@
+"""Response shapes shared by several routes. Every model-derived answer names the model, its
+version and its weights' sha256."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from service.api.inputs import ImageUpload
+from training.predict import Prediction
+from training.store import ModelManifest
+
+
+class ImageInfo(BaseModel):
+    """What the service read from the upload."""
+
+    format: str = Field(description="png, jpeg or dicom (sniffed from the bytes)")
+    width: int
+    height: int
+    frames: int = 1
+
+    @classmethod
+    def of(cls, upload: ImageUpload) -> ImageInfo:
+        return cls(
+            format=upload.format, width=upload.width, height=upload.height, frames=upload.frames
+        )
+
+
+class ModelPrediction(Prediction):
+    """A prediction (model, version, weights_sha256, probabilities, top class) and the ref the
+    request used for it."""
+
+    ref: str = Field(description="the ref as requested, e.g. 'derm:production'")
+    architecture: str
+
+    @classmethod
+    def of(cls, prediction: Prediction, ref: str, manifest: ModelManifest) -> ModelPrediction:
+        return cls(
+            **prediction.model_dump(), ref=ref, architecture=manifest.architecture.architecture
+        )

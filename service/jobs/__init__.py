@@ -1,0 +1,1 @@
+"""Job records (SQLAlchemy), the repository, recovery rules and the API-side runtime."""

@@ -1,0 +1,109 @@
+"""What a worker process holds between tasks: the job database, the model store and the models.
+
+One :class:`WorkerContext` per pool process, opened in ``worker_process_init`` (after the fork:
+database engines and TensorFlow must not cross a fork) and reused by every task that process runs.
+Models are loaded once per process and kept (a small LRU keyed by name, version and sha256).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from service.config import Settings
+from service.jobs.options import JobOptions
+from service.jobs.repository import JobRepository
+from service.worker.celery_app import Dispatcher, settings_of
+
+log = logging.getLogger(__name__)
+
+
+class CachedStore:
+    """A model store whose ``load`` returns the same loaded model for the same weights.
+
+    Duck-types the ``load(name, selector)`` of ``training.store.ModelStore``, so it can be handed
+    to ``training.evaluation.evaluate_stored``. The selector is resolved on every call, so an
+    alias that moves is followed; the weights are read once per (name, version, sha256).
+    """
+
+    def __init__(self, store: Any, capacity: int = 4) -> None:
+        self.store = store
+        self.capacity = capacity
+        self._models: OrderedDict[tuple[str, int, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0  # how many times weights were actually read (for tests and logs)
+
+    def load(self, name: str, selector: str = "latest") -> Any:
+        version = self.store.resolve(name, selector)
+        manifest = self.store.manifest(name, str(version))
+        key = (name, version, manifest.weights_sha256)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            loaded = self.store.load(name, str(version))
+            self.loads += 1
+            self._models[key] = loaded
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            log.info("loaded model %s:%d into worker process %d", name, version, os.getpid())
+            return loaded
+
+    def __getattr__(self, name: str) -> Any:  # resolve, manifest, save ... pass through
+        return getattr(self.store, name)
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    options: JobOptions
+    repo: JobRepository
+    store: Any  # training.store.ModelStore
+    models: CachedStore
+    dispatcher: Dispatcher
+    pid: int = field(default_factory=os.getpid)
+
+    @classmethod
+    def open(cls, app: Celery) -> WorkerContext:
+        from training.store import ModelStore
+
+        settings = settings_of(app)
+        options = JobOptions.from_settings(settings)
+        repo = JobRepository(
+            settings.resolved_database_url,
+            lease_s=options.lease_s,
+            max_attempts=options.max_attempts,
+        )
+        repo.create_schema()
+        store = ModelStore(options.store_dir)
+        return cls(settings, options, repo, store, CachedStore(store), Dispatcher(app))
+
+    def close(self) -> None:
+        self.repo.dispose()
+
+
+_context: WorkerContext | None = None
+_context_lock = threading.Lock()
+
+
+def worker_context(app: Celery) -> WorkerContext:
+    """This process's context, opened on first use (and again in a forked child)."""
+    global _context
+    with _context_lock:
+        if _context is None or _context.pid != os.getpid():
+            _context = WorkerContext.open(app)
+        return _context
+
+
+def close_worker_context() -> None:
+    global _context
+    with _context_lock:
+        if _context is not None and _context.pid == os.getpid():
+            _context.close()
+        _context = None
