@@ -1,8 +1,9 @@
 """Schemathesis against the live server's OpenAPI schema: no generated request gets a 5xx.
 
-Every non-destructive operation (GET and POST, without the job routes, which would queue real
-work, and without the alias ``PUT``) gets 15 schema-conforming and 15 schema-violating requests,
-sent with an all-scopes token. Bounded to well under 90 s.
+Every GET and POST operation (the job routes included: this server has no worker, so accepted
+jobs only wait in its embedded on-disk queue; the alias ``PUT`` is left out because it moves
+serving state) gets 15 schema-conforming and 15 schema-violating requests, sent with an
+all-scopes token. Bounded to well under 90 s.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ def _operations(url: str) -> list:
     schema = (
         schemathesis.openapi.from_url(f"{url}/openapi.json")
         .include(method=["GET", "POST"])
-        .exclude(path_regex=r"^/jobs")
     )
     return [result.ok() for result in schema.get_all_operations()]
 
@@ -69,6 +69,9 @@ def test_no_server_errors(live_server):
         "GET /models/{name}",
         "GET /models/{name}/{selector}",
         "GET /readyz",
+        "POST /jobs/training",
+        "POST /jobs/evaluation",
+        "GET /jobs/{job_id}",
     }
     failures: list[str] = []
     statuses: Counter[str] = Counter()
