@@ -525,15 +525,10 @@ class JobRepository:
     def requeue_stale(self, job_id: str, older_than: timedelta, reason: str) -> bool:
         """Running with a stale heartbeat → queued again (shards not yet done too)."""
         now = utcnow()
-        cutoff = now - older_than
         with self._session() as session, session.begin():
             changed = session.execute(
                 update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.state == JobState.running,
-                    func.coalesce(JobRow.heartbeat_at, JobRow.updated_at) < cutoff,
-                )
+                .where(*_running_and_silent_since(job_id, now - older_than))
                 .values(state=JobState.queued.value, error=reason, updated_at=now)
             )
             if changed.rowcount == 1:
@@ -547,15 +542,10 @@ class JobRepository:
     def fail_stale(self, job_id: str, older_than: timedelta, reason: str) -> bool:
         """Running with a stale heartbeat → failed with ``reason``."""
         now = utcnow()
-        cutoff = now - older_than
         with self._session() as session, session.begin():
             changed = session.execute(
                 update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.state == JobState.running,
-                    func.coalesce(JobRow.heartbeat_at, JobRow.updated_at) < cutoff,
-                )
+                .where(*_running_and_silent_since(job_id, now - older_than))
                 .values(state=JobState.failed.value, error=reason, finished_at=now, updated_at=now)
             )
         return changed.rowcount == 1
@@ -600,3 +590,12 @@ class JobRepository:
                 .values(heartbeat_at=now)
             )
         return changed.rowcount == 1
+
+
+def _running_and_silent_since(job_id: str, cutoff: datetime) -> tuple:
+    """The job is running and has given no sign of life (heartbeat or update) since ``cutoff``."""
+    return (
+        JobRow.id == job_id,
+        JobRow.state == JobState.running,
+        func.coalesce(JobRow.heartbeat_at, JobRow.updated_at) < cutoff,
+    )
