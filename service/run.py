@@ -39,7 +39,9 @@ def api_command(settings: Settings) -> list[str]:
     ]
 
 
-def worker_command(settings: Settings, concurrency: int = 1) -> list[str]:
+def worker_command(
+    settings: Settings, concurrency: int = 1, node_name: str = "medrobust@%h"
+) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -56,7 +58,7 @@ def worker_command(settings: Settings, concurrency: int = 1) -> list[str]:
         "-l",
         "INFO",
         "-n",
-        "medrobust@%h",
+        node_name,
     ]
     if not settings.redis_url:  # no broadcast over the filesystem broker
         command += ["--without-mingle", "--without-gossip"]

@@ -28,6 +28,9 @@ import httpx
 import numpy as np
 import pytest
 
+from service.config import Settings
+from service.run import api_command, worker_command
+
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/15"
 TOKEN = "jobs-test-token"
@@ -170,6 +173,11 @@ class Stack:
 
     # ---- processes --------------------------------------------------------------------------
 
+    def _settings(self) -> Settings:
+        """The settings the children read from ``env``, for building the same commands as
+        ``make run`` does."""
+        return Settings(host="127.0.0.1", port=self.port, redis_url=self.redis_url)
+
     def _spawn(self, args: list[str], log: Path) -> subprocess.Popen:
         handle = log.open("a")
         try:
@@ -187,45 +195,14 @@ class Stack:
     def start_worker(self) -> None:
         self.starts += 1
         self.worker_log.write_text("")
-        self.worker = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "service.worker.celery_app",
-                "worker",
-                "-Q",
-                "training,evaluation",
-                "-c",
-                "1",
-                "--pool",
-                "prefork",
-                "-l",
-                "INFO",
-                "-n",
-                f"jobs-test-{uuid.uuid4().hex[:8]}@%h",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            self.worker_log,
-        )
+        node = f"jobs-test-{uuid.uuid4().hex[:8]}@%h"
+        command = worker_command(self._settings(), node_name=node)
+        if "--without-mingle" not in command:  # the tests' workers never need to sync state
+            command += ["--without-mingle", "--without-gossip"]
+        self.worker = self._spawn(command, self.worker_log)
 
     def start_api(self) -> None:
-        self.api = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.api.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            self.api_log,
-        )
+        self.api = self._spawn(api_command(self._settings()), self.api_log)
 
     def start_supervised(self) -> None:
         """``python -m service``: the API and a worker as its children, one log."""
