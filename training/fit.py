@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from training.config import TrainConfig, TrainingSpec
 from training.data.base import LabeledImages
-from training.metrics import ClassificationMetrics, classification_metrics
+from training.metrics import ClassificationMetrics, classification_metrics, softmax
 from training.models.builders import ArchitectureConfig, build_from_config
 from training.pipeline import make_dataset
 from training.preprocess import PreprocessConfig
@@ -73,11 +73,6 @@ def predict_logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nda
         logits.append(np.asarray(model(pixels, training=False)))
         labels.append(np.argmax(onehot, axis=1))
     return np.concatenate(logits), np.concatenate(labels)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def evaluate_split(

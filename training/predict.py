@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from training import gradients
-from training.fit import softmax
+from training.metrics import softmax
 from training.preprocess import prepare_batch
 from training.store import LoadedModel, ModelManifest
 

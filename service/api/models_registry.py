@@ -26,7 +26,7 @@ from service.api.errors import NotFound
 from service.api.metrics import Metrics
 from service.config import Settings
 from training import gradients
-from training.fit import softmax
+from training.metrics import softmax
 from training.store import LATEST, NAME_PATTERN, LoadedModel, ModelManifest, ModelStore
 
 log = logging.getLogger("service.api.models")

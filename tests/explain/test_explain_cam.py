@@ -18,9 +18,9 @@ from training.explain import (
     GradCAM,
     GradCAMPlusPlus,
     get_method,
-    softmax,
     upsample,
 )
+from training.metrics import softmax
 
 H, W, C_IN, C, K = 4, 5, 3, 6, 3
 RNG = np.random.default_rng(7)

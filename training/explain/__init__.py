@@ -17,7 +17,6 @@ from training.explain.cam import (
     GradCAM,
     GradCAMPlusPlus,
     get_method,
-    softmax,
     upsample,
 )
 from training.explain.compare import (
@@ -62,7 +61,6 @@ __all__ = [
     "pearson",
     "png_bytes",
     "pointing_game",
-    "softmax",
     "top_region_iou",
     "top_region_mask",
     "upsample",

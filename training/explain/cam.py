@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from training import gradients
+from training.metrics import softmax
 from training.models.builders import DEFAULT_TAP_LAYER
 
 ClassSelection = int | Sequence[int] | np.ndarray | None
@@ -212,13 +213,6 @@ def upsample(maps: np.ndarray, size: Size) -> np.ndarray:
     for index, single in enumerate(array):
         out[index] = cv2.resize(single, (width, height), interpolation=cv2.INTER_LINEAR)
     return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, shifted by the row maximum so it cannot overflow."""
-    shifted = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(shifted - shifted.max(axis=-1, keepdims=True))
-    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _normalise(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
