@@ -10,6 +10,7 @@ workers gives exactly the report of the unsplit run. Random starts are drawn per
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -327,8 +328,6 @@ def merge_shards(shards: Sequence[ShardResult]) -> ShardResult:
 
 def build_report(outcomes: ShardResult, code_version: str) -> RobustnessReport:
     """The report computed from per-image outcomes (one shard, or merged shards)."""
-    import hashlib
-
     labels = np.asarray(outcomes.labels, dtype=np.int64)
     cells: list[CellResult] = []
     correct: dict[tuple[str, str, float], np.ndarray] = {}
