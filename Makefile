@@ -22,8 +22,10 @@ run: $(STAMP)
 	$(BIN)/python -m service
 
 # The job tests need Redis on 127.0.0.1:6379 (database 15): started here if none answers.
+# The PACS tests need Orthanc, orthanc-dicomweb, dcmtk, dicom3tools: installed here when root.
 test: $(STAMP)
 	./scripts/ensure-redis.sh
+	./scripts/ensure-pacs-tools.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
