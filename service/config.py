@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         None, ge=1, description="Redis redelivery of unacked tasks; default hard limit + 600 s"
     )
 
+    # PACS over DICOMweb: jobs name a PACS, never a URL (a request cannot make us fetch any URL)
+    pacs_dicomweb: dict[str, str] = Field(
+        default_factory=dict,
+        description='PACS name -> DICOMweb base URL, e.g. {"orthanc": "http://pacs:8042/dicom-web"}',
+    )
+    pacs_timeout_s: float = Field(30.0, gt=0, description="one DICOMweb request's time limit")
+    pacs_max_instances: int = Field(500, ge=1, description="largest study a PACS job analyses")
+
     host: str = "127.0.0.1"
     port: int = 8000
 
