@@ -73,6 +73,28 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    # the DIMSE "AI node" (service/pacs/listener.py): receives images by C-STORE, queues their
+    # analysis, C-STOREs the SR + Secondary Capture to the destination
+    dimse_enabled: bool = Field(False, description="make run also starts the DIMSE listener")
+    dimse_ae_title: str = Field("MEDROBUST", min_length=1, max_length=16, description="our AE")
+    dimse_host: str = Field("127.0.0.1", description="address the listener binds")
+    dimse_port: int = Field(11112, ge=1, le=65535)
+    dimse_allowed_calling_aets: list[str] = Field(
+        default_factory=list, description="calling AE titles accepted; empty refuses everyone"
+    )
+    dimse_destination_ae: str | None = Field(None, max_length=16, description="results go here")
+    dimse_destination_host: str = "127.0.0.1"
+    dimse_destination_port: int | None = Field(None, ge=1, le=65535)
+    dimse_spool_dir: Path | None = Field(
+        None, description="received instances until their job ends; default state_dir/dimse"
+    )
+    dimse_model: str | None = Field(None, description="NAME[:VERSION|ALIAS] run on received images")
+    dimse_explain_method: str = Field("gradcam", description="gradcam or gradcam++")
+
+    @property
+    def resolved_dimse_spool_dir(self) -> Path:
+        return self.dimse_spool_dir or self.state_dir / "dimse"
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.state_dir / 'jobs.db').resolve()}"

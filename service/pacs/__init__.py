@@ -1,0 +1,1 @@
+"""PACS integration: DICOM result objects (SR, Secondary Capture), DICOMweb and DIMSE adapters."""
