@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.data.registry import DatasetSpec
+from training.dicom import DicomAcceptance
 from training.models.builders import DEFAULT_TAP_LAYER, Architecture, ArchitectureConfig
 from training.preprocess import PreprocessConfig
 
@@ -65,6 +66,11 @@ class TrainingSpec(BaseModel):
     model: ModelOptions = ModelOptions()
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
+    accepts: DicomAcceptance = Field(
+        default_factory=DicomAcceptance,
+        description="DICOM modalities / body parts the model is for (default: any); serving "
+        "refuses other DICOM images unless the caller overrides",
+    )
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

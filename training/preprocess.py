@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from training.dicom import DicomInputError, dicom_to_image, is_dicom, read_dicom
+
 # sigmaX of the chest x-ray edge filter, as the paper gives it.
 EDGE_FILTER_SIGMA = 20.0
 
@@ -89,7 +91,8 @@ def prepare_batch(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 def read_image(path: str) -> np.ndarray:
     """Decode an image file to RGB or grayscale uint8; raise naming the file if unreadable.
 
-    16-bit files are scaled by their type's range so every source lands in [0, 255].
+    16-bit files are scaled by their type's range so every source lands in [0, 255]; DICOM files
+    are rendered by :mod:`training.dicom` (LUTs, window, MONOCHROME1 inversion) to RGB.
     """
     data = np.fromfile(path, dtype=np.uint8)
     return decode_image_bytes(data.tobytes(), source=path)
@@ -97,6 +100,11 @@ def read_image(path: str) -> np.ndarray:
 
 def decode_image_bytes(data: bytes, source: str = "image") -> np.ndarray:
     """``read_image`` for bytes already in memory (uploads); ``source`` names them in errors."""
+    if is_dicom(data):
+        try:
+            return dicom_to_image(read_dicom(data))
+        except DicomInputError as exc:
+            raise ValueError(f"cannot decode {source!r}: {exc}") from exc
     buffer = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if image is None:

@@ -27,6 +27,7 @@ import keras
 from pydantic import BaseModel, Field
 
 import training
+from training.dicom import DicomAcceptance
 from training.metrics import ClassificationMetrics
 from training.models.builders import ArchitectureConfig
 from training.preprocess import PreprocessConfig
@@ -65,6 +66,8 @@ class ModelManifest(BaseModel):
     epochs_run: int | None = None
     metrics: dict[str, ClassificationMetrics] = Field(default_factory=dict)
     aliases: list[str] = Field(default_factory=list)
+    # What DICOM input the model is for; manifests written before this field accept any.
+    accepts: DicomAcceptance = Field(default_factory=DicomAcceptance)
 
     @property
     def ref(self) -> str:

@@ -42,4 +42,5 @@ def train_and_store(
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
         metrics=metrics,
+        accepts=spec.accepts,
     )

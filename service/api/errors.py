@@ -19,6 +19,16 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from training.attacks import AttackError
+from training.dicom import (
+    CorruptPixelDataError,
+    DicomInputError,
+    ModalityMismatchError,
+    MultiFrameRefusedError,
+    NoPixelDataError,
+    NotDicomError,
+    UnsupportedPixelFormatError,
+    UnsupportedTransferSyntaxError,
+)
 from training.store import IntegrityError, ModelStoreError
 
 log = logging.getLogger("service.api")
@@ -87,8 +97,28 @@ IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "the token lacks the route's scope"},
     404: {"model": ErrorResponse, "description": "unknown model, version, alias or task"},
     413: {"model": ErrorResponse, "description": "upload bytes or image pixels over the limit"},
-    415: {"model": ErrorResponse, "description": "body or image format not accepted"},
-    422: {"model": ErrorResponse, "description": "invalid parameters"},
+    415: {
+        "model": ErrorResponse,
+        "description": "body or image format not accepted; DICOM transfer syntax or pixel "
+        "format this server cannot decode",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "invalid parameters; DICOM without pixel data, a refused multi-frame "
+        "file, or a Modality / Body Part the model does not accept",
+    },
+}
+
+# training.dicom's refusals: 400 the bytes are not a readable DICOM file, 415 this server lacks
+# the decoder, 422 a well-formed DICOM object this request cannot use.
+DICOM_STATUS: dict[type[DicomInputError], int] = {
+    NotDicomError: 400,
+    CorruptPixelDataError: 400,
+    UnsupportedTransferSyntaxError: 415,
+    UnsupportedPixelFormatError: 415,
+    NoPixelDataError: 422,
+    MultiFrameRefusedError: 422,
+    ModalityMismatchError: 422,
 }
 
 
@@ -114,6 +144,11 @@ async def _model_store_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _attack_error(_: Request, exc: Exception) -> JSONResponse:
     return _json(422, str(exc))
+
+
+async def _dicom_error(_: Request, exc: Exception) -> JSONResponse:
+    status = next((code for kind, code in DICOM_STATUS.items() if isinstance(exc, kind)), 400)
+    return _json(status, str(exc))
 
 
 async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
@@ -145,6 +180,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelStoreError, _model_store_error)
     app.add_exception_handler(AttackError, _attack_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DicomInputError, _dicom_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(Exception, _unhandled)

@@ -11,6 +11,12 @@ first that fails answers with a 4xx and a message:
 4. a truncated file (PNG without IEND, JPEG without EOI) (400);
 5. decoding itself (400 if the decoder refuses).
 
+DICOM is parsed once, by ``training.dicom``, at step 3 (header) and rendered at step 5; its
+errors go to the one error mapper (``service.api.errors``): an unreadable file 400, no pixel
+data 422, an unsupported transfer syntax or pixel format 415, a refused multi-frame file 422,
+and, once the models are known, a Modality / Body Part the model does not accept 422 unless
+the request sets ``allow_modality_mismatch``.
+
 Decoding (:func:`decode_image`) is blocking: call it in a worker thread.
 """
 
@@ -18,10 +24,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import numpy as np
@@ -35,17 +40,28 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
+from pydicom.dataset import Dataset
 from starlette.datastructures import UploadFile
 
 from service.api.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from service.config import Settings
+from training.dicom import (
+    DicomAcceptance,
+    FrameChoice,
+    ModalityMismatchError,
+    check_acceptance,
+    dicom_to_image,
+    is_dicom,
+    number_of_frames,
+    read_dicom,
+    require_pixel_data,
+)
 from training.preprocess import PreprocessConfig, decode_image_bytes, prepare_image
 
 # Formats this module can size from the header; settings.allowed_formats picks among them.
 SUPPORTED_FORMATS = ("png", "jpeg", "dicom")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8\xff"
-DICOM_MAGIC_OFFSET = 128
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT/JPG/DAC.
 JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 # JSON and multipart framing around the image: base64 inflates by 4/3, form fields are small.
@@ -92,6 +108,36 @@ class ModelSelection(BaseModel):
     )
 
 
+class ImageParams(ModelSelection):
+    """Model selection plus what to do with a DICOM image (ignored for PNG/JPEG)."""
+
+    allow_modality_mismatch: bool = Field(
+        False,
+        description="run the models on a DICOM image whose Modality / Body Part Examined is not "
+        "one they declare (otherwise 422)",
+    )
+    multiframe: FrameChoice = Field(
+        "first",
+        description="a multi-frame DICOM image: use its first frame, or refuse it (422)",
+    )
+
+
+# Form-field schema of ImageParams' own fields, for the multipart request bodies.
+IMAGE_FORM_FIELDS: dict[str, Any] = {
+    "allow_modality_mismatch": {
+        "type": "boolean",
+        "default": False,
+        "description": "DICOM: run even if Modality / Body Part Examined is not what the model "
+        "declares",
+    },
+    "multiframe": {
+        "type": "string",
+        "enum": ["first", "refuse"],
+        "default": "first",
+        "description": "DICOM: first frame of a multi-frame image, or refuse it",
+    },
+}
+
 P = TypeVar("P", bound=ModelSelection)
 
 
@@ -104,6 +150,8 @@ class ImageUpload:
     width: int
     height: int
     frames: int = 1
+    # The parsed DICOM header (pixels not yet decoded), kept so the file is parsed once.
+    dataset: Dataset | None = field(default=None, compare=False, repr=False)
 
 
 def image_request_body(json_model: type[BaseModel], form_fields: dict[str, Any]) -> dict:
@@ -242,12 +290,13 @@ async def _parse_multipart(request: Request, params_model: type[P]) -> tuple[byt
 
 
 def sniff_format(data: bytes) -> str | None:
-    """``"png"``, ``"jpeg"``, ``"dicom"`` (Part 10: ``DICM`` after the 128-byte preamble)."""
+    """``"png"``, ``"jpeg"``, ``"dicom"`` (Part 10: ``DICM`` after the 128-byte preamble, or at
+    the start when a writer dropped the preamble)."""
     if data.startswith(PNG_SIGNATURE):
         return "png"
     if data.startswith(JPEG_SOI):
         return "jpeg"
-    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM":
+    if is_dicom(data):
         return "dicom"
     return None
 
@@ -292,35 +341,18 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     raise BadRequest("corrupt or truncated JPEG: no frame header (SOF) found")
 
 
-def _pydicom() -> Any:
-    try:
-        import pydicom
-    except ImportError:
-        raise UnsupportedMediaType(
-            "DICOM uploads need pydicom on the server (pip install pydicom)"
-        ) from None
-    return pydicom
+def dicom_header(data: bytes) -> tuple[Dataset, int, int, int]:
+    """The parsed dataset and its (width, height, frames), before any pixel is decoded.
 
-
-def _read_dicom(data: bytes) -> Any:
-    pydicom = _pydicom()
-    try:
-        return pydicom.dcmread(io.BytesIO(data))
-    except Exception as exc:  # untrusted bytes: any parser failure is the client's file
-        raise BadRequest(f"corrupt DICOM file: {exc}") from None
-
-
-def dicom_size(data: bytes) -> tuple[int, int, int]:
-    """(width, height, frames) from the dataset's Rows, Columns and NumberOfFrames."""
-    dataset = _read_dicom(data)
-    if "PixelData" not in dataset:
-        raise Unprocessable("the DICOM file has no pixel data (not an image)")
+    ``training.dicom`` errors (not DICOM, no pixel data) go up to the error mapper.
+    """
+    dataset = read_dicom(data)
+    require_pixel_data(dataset)
     try:
         rows, columns = int(dataset.Rows), int(dataset.Columns)
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
     except (AttributeError, TypeError, ValueError):
         raise BadRequest("corrupt DICOM image: missing or invalid Rows / Columns") from None
-    return columns, rows, frames
+    return dataset, columns, rows, number_of_frames(dataset)
 
 
 def check_image(data: bytes, settings: Settings) -> ImageUpload:
@@ -337,13 +369,13 @@ def check_image(data: bytes, settings: Settings) -> ImageUpload:
         )
     if fmt not in allowed:
         raise UnsupportedMediaType(f"{fmt} images are not accepted here: send {', '.join(allowed)}")
-    frames = 1
+    frames, dataset = 1, None
     if fmt == "png":
         width, height = png_size(data)
     elif fmt == "jpeg":
         width, height = jpeg_size(data)
     else:
-        width, height, frames = dicom_size(data)
+        dataset, width, height, frames = dicom_header(data)
     if width < 1 or height < 1 or frames < 1:
         raise BadRequest(f"corrupt {fmt}: {width} × {height} × {frames} frames")
     pixels = width * height * frames
@@ -353,17 +385,24 @@ def check_image(data: bytes, settings: Settings) -> ImageUpload:
             + (f" × {frames} frames" if frames > 1 else "")
             + f" = {pixels:,} pixels is over the {settings.max_image_pixels:,}-pixel limit"
         )
-    return ImageUpload(data=data, format=fmt, width=width, height=height, frames=frames)
+    return ImageUpload(
+        data=data, format=fmt, width=width, height=height, frames=frames, dataset=dataset
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # decoding (blocking: run in a worker thread)
 
 
-def decode_image(upload: ImageUpload) -> np.ndarray:
-    """Checked bytes → uint8 RGB or grayscale array; 400/415 when the decoder refuses."""
+def decode_image(upload: ImageUpload, multiframe: FrameChoice = "first") -> np.ndarray:
+    """Checked bytes → uint8 RGB or grayscale array; 400/415 when the decoder refuses.
+
+    DICOM goes through ``training.dicom`` (its errors reach the error mapper): the first frame,
+    or a refusal of multi-frame files when ``multiframe="refuse"``.
+    """
     if upload.format == "dicom":
-        return decode_dicom(upload.data)
+        dataset = upload.dataset if upload.dataset is not None else read_dicom(upload.data)
+        return dicom_to_image(dataset, frame=multiframe)
     try:
         image = decode_image_bytes(upload.data, source=f"uploaded {upload.format}")
     except ValueError as exc:
@@ -376,39 +415,30 @@ def decode_image(upload: ImageUpload) -> np.ndarray:
     return image
 
 
-def decode_dicom(data: bytes) -> np.ndarray:
-    """Basic DICOM pixels: first frame, MONOCHROME1 inverted, min-max scaled to uint8 0–255."""
-    dataset = _read_dicom(data)
-    try:
-        pixels = dataset.pixel_array
-    except (NotImplementedError, RuntimeError) as exc:
-        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", "unknown")
-        name = getattr(syntax, "name", str(syntax))
-        raise UnsupportedMediaType(
-            f"cannot decode DICOM pixel data in transfer syntax {name}: {exc}"
-        ) from None
-    except Exception as exc:  # untrusted bytes: truncated or inconsistent pixel data
-        raise BadRequest(f"corrupt DICOM pixel data: {exc}") from None
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    array = np.asarray(pixels)
-    if frames > 1:
-        array = array[0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-        raise Unprocessable(f"unsupported DICOM pixel layout {array.shape}")
-    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
-    if array.dtype == np.uint8 and photometric != "MONOCHROME1":
-        return np.ascontiguousarray(array)
-    values = array.astype(np.float32)
-    low, high = float(values.min()), float(values.max())
-    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    if photometric == "MONOCHROME1":  # higher values are darker
-        scaled = 255.0 - scaled
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+def check_accepted(
+    upload: ImageUpload, models: list[tuple[str, DicomAcceptance]], params: ImageParams
+) -> None:
+    """Refuse (422, via the error mapper) a DICOM image that a model does not declare it
+    accepts, unless the request sets ``allow_modality_mismatch``. PNG/JPEG carry no modality."""
+    if upload.dataset is None or params.allow_modality_mismatch:
+        return
+    for ref, acceptance in models:
+        try:
+            check_acceptance(upload.dataset, acceptance, model=f"model {ref}")
+        except ModalityMismatchError as exc:
+            raise ModalityMismatchError(
+                f"{exc}; set allow_modality_mismatch=true to run it anyway",
+                modality=exc.modality,
+                body_part=exc.body_part,
+                acceptance=exc.acceptance,
+            ) from None
 
 
-def decode_and_prepare(upload: ImageUpload, configs: list[PreprocessConfig]) -> list[np.ndarray]:
+def decode_and_prepare(
+    upload: ImageUpload, configs: list[PreprocessConfig], multiframe: FrameChoice = "first"
+) -> list[np.ndarray]:
     """Decode once, then prepare the pixels each model expects (its stored preprocessing)."""
-    image = decode_image(upload)
+    image = decode_image(upload, multiframe)
     try:
         return [prepare_image(image, config) for config in configs]
     except ValueError as exc:

@@ -17,11 +17,30 @@ class ImageInfo(BaseModel):
     width: int
     height: int
     frames: int = 1
+    sop_instance_uid: str | None = Field(
+        None, description="DICOM only: the source image's SOP Instance UID (no patient data)"
+    )
+    modality: str | None = Field(None, description="DICOM only: Modality (0008,0060)")
+    body_part_examined: str | None = Field(
+        None, description="DICOM only: Body Part Examined (0018,0015), when present"
+    )
 
     @classmethod
     def of(cls, upload: ImageUpload) -> ImageInfo:
+        dicom: dict[str, str | None] = {}
+        if upload.dataset is not None:
+            ds = upload.dataset
+            dicom = {
+                "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
+                "modality": str(ds.get("Modality", "")) or None,
+                "body_part_examined": str(ds.get("BodyPartExamined", "")) or None,
+            }
         return cls(
-            format=upload.format, width=upload.width, height=upload.height, frames=upload.frames
+            format=upload.format,
+            width=upload.width,
+            height=upload.height,
+            frames=upload.frames,
+            **dicom,
         )
 
 

@@ -20,6 +20,7 @@ from api_fixtures import (
 from service.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.api.inputs import check_image, decode_image, jpeg_size, png_size, sniff_format
 from service.config import Settings
+from training.dicom import CorruptPixelDataError
 
 FIXTURES = (
     client,
@@ -85,18 +86,19 @@ def test_dicom_first_frame_monochrome1_inverted_and_scaled():
     upload = check_image(data, Settings())
     assert (upload.format, upload.width, upload.height, upload.frames) == ("dicom", 10, 12, 3)
     image = decode_image(upload)
-    assert image.shape == (12, 10) and image.dtype == np.uint8
-    first = pixels[0].astype(np.float64)
+    assert image.shape == (12, 10, 3) and image.dtype == np.uint8
+    first = pixels[0].astype(np.float64)  # no window in the file: min-max of the first frame
     expected = 255 - np.rint((first - first.min()) * 255 / (first.max() - first.min()))
-    np.testing.assert_allclose(image, expected, atol=1)
+    for channel in range(3):
+        np.testing.assert_allclose(image[:, :, channel], expected, atol=1)
     assert image[pixels[0] == pixels[0].max()].max() == 0  # brightest value shows darkest
 
 
-def test_truncated_dicom_pixels_are_400():
+def test_truncated_dicom_pixels_are_refused():
     pytest.importorskip("pydicom")
     data, _ = dicom_bytes(rows=40, columns=40)
     upload = check_image(data[:-400], Settings())
-    with pytest.raises(BadRequest, match="DICOM"):
+    with pytest.raises(CorruptPixelDataError, match="DICOM"):  # 400 through the error mapper
         decode_image(upload)
 
 

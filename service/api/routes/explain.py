@@ -21,7 +21,9 @@ from service.api.deps import RegistryDep, SettingsDep, selected_refs
 from service.api.errors import IMAGE_ERRORS, Unprocessable
 from service.api.inputs import (
     EXAMPLE_PNG_BASE64,
-    ModelSelection,
+    IMAGE_FORM_FIELDS,
+    ImageParams,
+    check_accepted,
     decode_image,
     image_request_body,
     parse_image_request,
@@ -35,7 +37,7 @@ from training.explain.image import ImageExplanation, explain_image
 router = APIRouter(tags=["inference"])
 
 
-class ExplainParams(ModelSelection):
+class ExplainParams(ImageParams):
     """Form fields (multipart) or JSON members besides the image."""
 
     method: Literal["gradcam", "gradcam++"] = "gradcam"
@@ -105,6 +107,7 @@ FORM_FIELDS = {
     "attack": {"type": "string"},
     "epsilon": {"type": "number"},
     "steps": {"type": "integer", "minimum": 1, "maximum": 100},
+    **IMAGE_FORM_FIELDS,
 }
 
 
@@ -197,6 +200,7 @@ async def explain(
     `attack` + `epsilon` (+ `steps`) to explain the adversarial image next to the clean one.
     The JSON answer carries base64 PNG overlays; `?format=png` or `Accept: image/png` returns
     the overlays side by side as one PNG, with the model named in `X-Model*` headers.
+    DICOM input is handled as by `/predict` (`allow_modality_mismatch`, `multiframe`).
     """
     upload, params = await parse_image_request(request, settings, ExplainParams)
     png = wants_png(format, request.headers.get("accept", ""))
@@ -206,7 +210,8 @@ async def explain(
     attack = build_attack(params)
     served = [await registry.get(ref) for ref in refs]
     classes = [class_index(model, params.class_) for model in served]
-    image = await asyncio.to_thread(decode_image, upload)
+    check_accepted(upload, [(s.ref, s.manifest.accepts) for s in served], params)
+    image = await asyncio.to_thread(decode_image, upload, params.multiframe)
     results = []
     for model, index in zip(served, classes, strict=True):
         async with registry.explain_slots:

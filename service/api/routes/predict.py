@@ -13,7 +13,9 @@ from service.api.deps import RegistryDep, SettingsDep, selected_refs
 from service.api.errors import IMAGE_ERRORS
 from service.api.inputs import (
     EXAMPLE_PNG_BASE64,
-    ModelSelection,
+    IMAGE_FORM_FIELDS,
+    ImageParams,
+    check_accepted,
     decode_and_prepare,
     image_request_body,
     parse_image_request,
@@ -24,7 +26,7 @@ from training.predict import prediction_from_probabilities
 router = APIRouter(tags=["inference"])
 
 
-class PredictParams(ModelSelection):
+class PredictParams(ImageParams):
     """Form fields (multipart) or JSON members besides the image."""
 
 
@@ -52,6 +54,7 @@ FORM_FIELDS = {
         "description": "model refs (repeat the field or separate with commas)",
     },
     "task": {"type": "string", "description": "use the task's default model"},
+    **IMAGE_FORM_FIELDS,
 }
 
 
@@ -69,13 +72,20 @@ async def predict(
     JSON `{"image_base64": ..., "models": [...]}`. Several models answer side by side.
 
     Concurrent requests for the same model are batched into one forward pass.
+
+    DICOM: the first frame (or 422 with `multiframe=refuse`), rendered through its Modality LUT,
+    VOI LUT / window and MONOCHROME1 inversion; 422 if a model does not declare the file's
+    Modality / Body Part Examined, unless `allow_modality_mismatch=true`; 415 for a transfer
+    syntax with no decoder here. The answer echoes the SOP Instance UID, no patient data.
     """
     upload, params = await parse_image_request(request, settings, PredictParams)
     refs = selected_refs(params, settings)
     served = [await registry.get(ref) for ref in refs]
+    check_accepted(upload, [(s.ref, s.manifest.accepts) for s in served], params)
     # Decode and prepare in a worker thread; the batchers know these requests are coming.
+    configs = [s.manifest.preprocess for s in served]
     prepared = asyncio.ensure_future(
-        asyncio.to_thread(decode_and_prepare, upload, [s.manifest.preprocess for s in served])
+        asyncio.to_thread(decode_and_prepare, upload, configs, params.multiframe)
     )
 
     async def pixels(index: int) -> np.ndarray:
