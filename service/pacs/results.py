@@ -184,7 +184,7 @@ def build_structured_report(
         )
     )
     sr = hd.sr.ComprehensiveSR(
-        evidence=[header],
+        evidence=[_without_study_values(header)],
         content=report[0],
         series_instance_uid=_uid("sr-series", header.SeriesInstanceUID, *_model_parts(model)),
         series_number=series_number,
@@ -194,6 +194,7 @@ def build_structured_report(
         is_complete=True,
         series_description=_series_description("AI finding"),
     )
+    _copy_study(header, sr)
     scheme = Dataset()
     scheme.CodingSchemeDesignator = CLASS_SCHEME
     scheme.CodingSchemeName = "medrobust model class names"
@@ -241,22 +242,10 @@ def build_secondary_capture(
         sop_instance_uid=_uid("sc", header.SOPInstanceUID, *parts),
         instance_number=_instance_number(source),
         manufacturer=MANUFACTURER,
-        patient_id=header.PatientID,
-        # the names are set below, verbatim: highdicom's format check would warn, and its
-        # warning text would carry the name into the logs
-        patient_name=None,
-        patient_birth_date=header.PatientBirthDate,
-        patient_sex=header.PatientSex or None,
-        accession_number=header.AccessionNumber,
-        study_id=header.StudyID,
-        study_date=header.StudyDate,
-        study_time=header.StudyTime,
-        referring_physician_name=None,
         specific_character_set=header.get("SpecificCharacterSet"),
         series_description=_series_description(f"{method} overlay"),
     )
-    sc.PatientName = header.PatientName
-    sc.ReferringPhysicianName = header.ReferringPhysicianName
+    _copy_study(header, sc)
     sc.PatientOrientation = source.get("PatientOrientation", "")
     # Type 2C; the overlay shows the source's body part, so it has the source's laterality
     laterality = source.get("Laterality") or source.get("ImageLaterality")
@@ -292,6 +281,26 @@ def _source_header(source: Dataset) -> Dataset:
         elif keyword in STUDY_KEYWORDS:
             setattr(header, keyword, "")
     return header
+
+
+def _without_study_values(header: Dataset) -> Dataset:
+    """``header`` with the patient/study values blanked, for highdicom's constructors.
+
+    highdicom checks names, dates and sex codes as it copies them, and logs a value it finds
+    dubious (a patient name included) or refuses it; a PACS holds plenty of such values. So the
+    objects are built blank and :func:`_copy_study` copies the values verbatim afterwards.
+    """
+    blank = Dataset()
+    blank.update(header)
+    for keyword in STUDY_KEYWORDS:
+        if keyword != "StudyInstanceUID":
+            setattr(blank, keyword, "")
+    return blank
+
+
+def _copy_study(header: Dataset, result: Dataset) -> None:
+    for keyword in STUDY_KEYWORDS:
+        result[keyword] = header[keyword]
 
 
 def _analysed_frames(source: Dataset) -> list[int] | None:

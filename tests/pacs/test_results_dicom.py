@@ -1,0 +1,250 @@
+"""The SR and Secondary Capture we write, checked by a real validator (dicom3tools' ``dciodvfy``).
+
+Sources are real files nobody here wrote: the NEMA CR chest radiograph ``RG1_UNCR.dcm`` (from
+``MEDROBUST_DATA_DIR``), pydicom's ``CT_small.dcm``, pydicom-data's RGB ultrasound ``US1_UNCR.dcm``
+and pydicom's multi-frame YBR ultrasound ``examples_ybr_color.dcm``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom import Dataset
+from pydicom.data import get_testdata_file
+from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
+
+from service.pacs.results import (
+    NOT_FOR_DIAGNOSIS,
+    Finding,
+    ModelInfo,
+    build_secondary_capture,
+    build_structured_report,
+)
+
+MODEL = ModelInfo("chest", 3, "0123456789abcdef" * 4)
+FINDING = Finding("effusion", 0.625, {"normal": 0.25, "effusion": 0.625, "nodule": 0.125})
+#: values a result must never repeat from its source (identifying, and not needed by DICOM)
+NOT_COPIED = (
+    "InstitutionName",
+    "StationName",
+    "OtherPatientIDsSequence",
+    "PatientAge",
+    "PatientWeight",
+    "AdditionalPatientHistory",
+    "StudyDescription",
+    "ImageComments",
+)
+
+
+@dataclass(frozen=True)
+class Validation:
+    errors: list[str]
+    warnings: list[str]
+    output: str
+
+
+def dciodvfy(path: Path) -> Validation:
+    """Run ``dciodvfy`` on a file; its findings are lines starting ``Error`` / ``Warning``."""
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    output = run.stdout + run.stderr
+    lines = [line.strip() for line in output.splitlines()]
+    return Validation(
+        errors=[line for line in lines if re.match(r"^Error\b", line)],
+        warnings=[line for line in lines if re.match(r"^Warning\b", line)],
+        output=output,
+    )
+
+
+@pytest.fixture(scope="module")
+def validator() -> None:
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (Debian package dicom3tools)")
+
+
+def _pydicom_file(name: str) -> Path:
+    return Path(get_testdata_file(name))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("RG1_UNCR.dcm", marks=pytest.mark.data, id="CR-chest-RG1"),
+        pytest.param("CT_small.dcm", id="CT-small"),
+        pytest.param("US1_UNCR.dcm", id="US-rgb-US1"),
+        pytest.param("examples_ybr_color.dcm", id="US-multiframe-ybr"),
+    ]
+)
+def source(request: pytest.FixtureRequest) -> Dataset:
+    if request.param == "RG1_UNCR.dcm":
+        path = request.getfixturevalue("data_dir") / "dicom_samples" / "RG1_UNCR.dcm"
+    else:
+        path = _pydicom_file(request.param)
+    return pydicom.dcmread(path)
+
+
+def overlay_for(source: Dataset) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (int(source.Rows) // 4, int(source.Columns) // 4, 3), np.uint8)
+
+
+def write(ds: Dataset, path: Path) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_sr_and_sc_pass_dciodvfy(source: Dataset, validator: None, tmp_path: Path) -> None:
+    sr = build_structured_report(source, FINDING, MODEL)
+    sc = build_secondary_capture(source, overlay_for(source), MODEL, layer="conv5_block3_out")
+    for name, ds in (("sr", sr), ("sc", sc)):
+        result = dciodvfy(write(ds, tmp_path / f"{name}.dcm"))
+        assert not result.errors, f"{name}: {result.output}"
+
+
+def test_sr_names_the_finding_the_model_and_the_source(source: Dataset, tmp_path: Path) -> None:
+    sr = pydicom.dcmread(write(build_structured_report(source, FINDING, MODEL), tmp_path / "sr"))
+    assert sr.SOPClassUID == ComprehensiveSRStorage
+    assert sr.Modality == "SR"
+    assert sr.StudyInstanceUID == source.StudyInstanceUID
+    assert sr.SeriesInstanceUID != source.SeriesInstanceUID
+    assert sr.PatientID == source.PatientID
+    assert "NOT FOR DIAGNOSIS" in sr.SeriesDescription
+
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == source.StudyInstanceUID
+    series = evidence.ReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == source.SeriesInstanceUID
+    assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+    items = list(_content_items(sr))
+    texts = [item.TextValue for item in items if item.ValueType == "TEXT"]
+    assert "chest" in texts and "3" in texts  # algorithm name and version
+    assert f"weights_sha256={MODEL.weights_sha256}" in texts
+    comment = next(text for text in texts if text.startswith("Predicted class"))
+    assert "effusion" in comment and MODEL.weights_sha256 in comment
+    assert NOT_FOR_DIAGNOSIS in comment
+
+    probabilities = [
+        float(item.MeasuredValueSequence[0].NumericValue)
+        for item in items
+        if item.ValueType == "NUM"
+    ]
+    assert probabilities == [0.625, 0.25, 0.125]  # every class, most probable first
+    classified = [
+        item.ConceptCodeSequence[0].CodeMeaning
+        for item in items
+        if item.ValueType == "CODE"
+        and item.ConceptNameCodeSequence[0].CodeValue == "278201002"  # SCT Classification
+    ]
+    assert classified == ["effusion"]
+    images = [item for item in items if item.ValueType == "IMAGE"]
+    assert {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in images} == {
+        source.SOPInstanceUID
+    }
+
+
+def test_sc_is_the_overlay_labelled_derived(source: Dataset, tmp_path: Path) -> None:
+    rgb = overlay_for(source)
+    sc = build_secondary_capture(source, rgb, MODEL, method="gradcam", layer="conv5_block3_out")
+    sc = pydicom.dcmread(write(sc, tmp_path / "sc"))
+    assert sc.SOPClassUID == SecondaryCaptureImageStorage
+    assert sc.PhotometricInterpretation == "RGB" and sc.SamplesPerPixel == 3
+    np.testing.assert_array_equal(sc.pixel_array, rgb)
+    assert list(sc.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert "NOT FOR DIAGNOSIS" in sc.SeriesDescription
+    assert NOT_FOR_DIAGNOSIS in sc.ImageComments
+    for words in ("gradcam", "conv5_block3_out", "chest:3", MODEL.weights_sha256):
+        assert words in sc.DerivationDescription
+    assert sc.StudyInstanceUID == source.StudyInstanceUID
+    assert sc.SeriesInstanceUID != source.SeriesInstanceUID
+    assert sc.PatientName == source.PatientName
+    reference = sc.SourceImageSequence[0]
+    assert reference.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert reference.ReferencedSOPClassUID == source.SOPClassUID
+    if int(source.get("NumberOfFrames") or 1) > 1:
+        assert reference.ReferencedFrameNumber == 1  # only the first frame is analysed
+
+
+def test_results_repeat_nothing_else_from_the_source(tmp_path: Path) -> None:
+    source = pydicom.dcmread(_pydicom_file("CT_small.dcm"))
+    source.add_new(0x00091001, "LO", "private vendor value")
+    assert all(keyword in source for keyword in NOT_COPIED)
+    sr = build_structured_report(source, FINDING, MODEL)
+    sc = build_secondary_capture(source, overlay_for(source), MODEL)
+    for ds in (sr, sc):
+        ds = pydicom.dcmread(write(ds, tmp_path / "out.dcm"))
+        leaked = [k for k in NOT_COPIED if k in ds and ds[k].value == source[k].value]
+        assert not leaked
+        assert not any(element.tag.is_private for element in ds)
+
+
+def test_building_logs_and_warns_no_patient_values(
+    source: Dataset, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    build_structured_report(source, FINDING, MODEL)
+    build_secondary_capture(source, overlay_for(source), MODEL)
+    said = [record.getMessage() for record in caplog.records] + [str(w.message) for w in recwarn]
+    for keyword in ("PatientName", "PatientID", "ReferringPhysicianName"):
+        value = str(source.get(keyword) or "")
+        if value:
+            assert not [line for line in said if value in line], keyword
+
+
+def test_uids_are_deterministic_per_source_and_model() -> None:
+    ct = pydicom.dcmread(_pydicom_file("CT_small.dcm"))
+    first = build_structured_report(ct, FINDING, MODEL)
+    again = build_structured_report(ct, FINDING, MODEL)
+    assert first.SOPInstanceUID == again.SOPInstanceUID
+    assert first.SeriesInstanceUID == again.SeriesInstanceUID
+
+    retrained = ModelInfo("chest", 4, "f" * 64)
+    other = build_structured_report(ct, FINDING, retrained)
+    assert other.SOPInstanceUID != first.SOPInstanceUID
+    assert other.SeriesInstanceUID != first.SeriesInstanceUID
+
+    sibling = ct.copy()
+    sibling.SOPInstanceUID = pydicom.uid.generate_uid()
+    same_series = build_structured_report(sibling, FINDING, MODEL)
+    assert same_series.SOPInstanceUID != first.SOPInstanceUID
+    assert same_series.SeriesInstanceUID == first.SeriesInstanceUID
+
+    overlay = overlay_for(ct)
+    gradcam = build_secondary_capture(ct, overlay, MODEL, method="gradcam")
+    plus = build_secondary_capture(ct, overlay, MODEL, method="gradcam++")
+    assert gradcam.SOPInstanceUID != plus.SOPInstanceUID
+    assert len({first.SOPInstanceUID, gradcam.SOPInstanceUID, ct.SOPInstanceUID}) == 3
+
+
+def test_source_without_optional_study_values_still_builds(validator: None, tmp_path: Path) -> None:
+    source = pydicom.dcmread(_pydicom_file("CT_small.dcm"))
+    for keyword in ("AccessionNumber", "StudyID", "ReferringPhysicianName", "PatientBirthDate"):
+        del source[keyword]
+    sr = build_structured_report(source, FINDING, MODEL)
+    assert sr.AccessionNumber == "" and sr.StudyID == ""
+    assert not dciodvfy(write(sr, tmp_path / "sr.dcm")).errors
+
+
+def test_bad_inputs_are_refused_with_a_reason() -> None:
+    ct = pydicom.dcmread(_pydicom_file("CT_small.dcm"))
+    with pytest.raises(ValueError, match="not among"):
+        Finding("cat", 0.5, {"dog": 0.5})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        Finding("dog", 1.5)
+    with pytest.raises(ValueError, match="uint8"):
+        build_secondary_capture(ct, np.zeros((8, 8), np.uint8), MODEL)
+    del ct.SOPInstanceUID
+    with pytest.raises(ValueError, match="SOPInstanceUID"):
+        build_structured_report(ct, FINDING, MODEL)
+
+
+def _content_items(ds: Dataset):
+    for item in ds.get("ContentSequence", []):
+        yield item
+        yield from _content_items(item)
