@@ -56,3 +56,45 @@ def orthanc_factory(pacs_tools: None, tmp_path: Path) -> Iterator[OrthancFactory
 def orthanc(orthanc_factory: OrthancFactory) -> Orthanc:
     """A fresh, empty Orthanc with DICOMweb on loopback ports, for one test."""
     return orthanc_factory()
+
+
+CHEST_CLASSES = ["no_finding", "pneumothorax"]
+
+
+def save_tiny_chest_model(store_dir: Path, name: str = "chest-tiny") -> str:
+    """An untrained 32-px ResNet-50 declaring CR/DX chest images, stored in ``store_dir``.
+
+    Returns its ref (``name:version``). Random weights: these tests check the plumbing, not
+    the finding.
+    """
+    import keras
+
+    from training.dicom import DicomAcceptance
+    from training.models import ArchitectureConfig, build_from_config
+    from training.preprocess import PreprocessConfig
+    from training.store import ModelStore
+
+    keras.utils.set_random_seed(0)
+    config = ArchitectureConfig(architecture="baseline", num_classes=2, input_size=32)
+    manifest = ModelStore(store_dir).save(
+        build_from_config(config),
+        name,
+        config,
+        PreprocessConfig(input_size=32),
+        CHEST_CLASSES,
+        accepts=DicomAcceptance(modalities=["CR", "DX"], body_parts=["CHEST"]),
+    )
+    return manifest.ref
+
+
+@pytest.fixture(scope="session")
+def tiny_chest_model() -> Callable[[Path], str]:
+    """``save(store_dir) -> ref``: puts the tiny CR/DX chest model into a store."""
+    return save_tiny_chest_model
+
+
+@pytest.fixture(scope="session")
+def chest_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A model store holding the tiny chest model, shared by a session: (store_dir, ref)."""
+    store_dir = tmp_path_factory.mktemp("models")
+    return store_dir, save_tiny_chest_model(store_dir)

@@ -1,0 +1,251 @@
+"""The DICOMweb round trip: a study in a PACS in, our SR + Secondary Capture back into it.
+
+QIDO-RS lists the study's instances, WADO-RS retrieves each candidate image as it was stored (no
+transcoding asked for), the model analyses it (:func:`service.pacs.analysis.analyze_dataset`),
+and STOW-RS stores the two result objects right away, so an interrupted job keeps what it
+finished. Instances that are not images (SR, presentation states, ...), our own earlier results,
+and images the model does not accept (wrong modality or body part, undecodable) are skipped and
+listed with the reason; they never fail the study.
+
+Re-runs are idempotent: the result objects' UIDs derive from the source image and the model
+(see :mod:`service.pacs.results`), so analysing a study again stores the same SOP instances and
+the PACS keeps one copy of each.
+
+Only SOP/Series/Study UIDs, modalities and model identities appear in logs and summaries; no
+patient values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import requests
+from dicomweb_client import DICOMwebClient
+from pydantic import BaseModel, Field
+from pydicom import Dataset
+
+from service.pacs.analysis import analyze_dataset
+from service.pacs.results import MANUFACTURER
+from training.dicom import DicomInputError
+
+if TYPE_CHECKING:
+    from training.store import LoadedModel
+
+log = logging.getLogger(__name__)
+
+#: QIDO-RS attributes we ask for (tags as DICOM JSON keys)
+MODALITY, SERIES_UID, SOP_CLASS, SOP_UID = "00080060", "0020000E", "00080016", "00080018"
+ROWS, MANUFACTURER_TAG, INSTANCE_NUMBER = "00280010", "00080070", "00200013"
+QUERY_FIELDS = (MODALITY, SERIES_UID, SOP_CLASS, ROWS, MANUFACTURER_TAG, INSTANCE_NUMBER)
+#: retrieve the instance in the transfer syntax it was stored in (the decoder handles compression)
+AS_STORED = (("application/dicom", "*"),)
+#: modalities that never carry an image to classify
+NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC", "RTPLAN", "RTSTRUCT", "REG", "SEG"})
+
+Progress = Callable[[int, int], None]
+
+
+class PacsError(RuntimeError):
+    """The PACS could not be reached, refused a request, or does not hold the study."""
+
+
+class StudyNotFoundError(PacsError):
+    """QIDO-RS found no instance of the study."""
+
+
+class ModelIdentity(BaseModel):
+    name: str
+    version: int
+    weights_sha256: str
+
+
+class StoredObject(BaseModel):
+    kind: Literal["sr", "sc"]
+    sop_class_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+
+
+class InstanceOutcome(BaseModel):
+    sop_instance_uid: str
+    series_instance_uid: str
+    modality: str | None = None
+    status: Literal["analysed", "skipped"]
+    reason: str | None = Field(None, description="why it was skipped")
+    stored: list[StoredObject] = Field(default_factory=list)
+
+
+class StudySummary(BaseModel):
+    """What a round trip did: every instance seen, analysed or skipped (why), what was stored."""
+
+    study_instance_uid: str
+    model: ModelIdentity
+    method: str
+    seen: int
+    analysed: int
+    skipped: int
+    instances: list[InstanceOutcome]
+    stored: list[StoredObject]
+
+
+def dicomweb_client(url: str, timeout_s: float = 30.0) -> DICOMwebClient:
+    """A client for one DICOMweb base URL (QIDO, WADO and STOW under the same root)."""
+    return DICOMwebClient(url=url.rstrip("/"), timeout=timeout_s)
+
+
+def _value(attributes: dict[str, Any], tag: str) -> Any:
+    values = attributes.get(tag, {}).get("Value") or [None]
+    return values[0]
+
+
+def _pacs_call(what: str, client: DICOMwebClient, call: Callable[[], Any]) -> Any:
+    """Run one DICOMweb request; network and HTTP failures become a :class:`PacsError`."""
+    try:
+        return call()
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        raise PacsError(f"the PACS at {client.base_url} answered HTTP {status} to {what}") from exc
+    except requests.RequestException as exc:
+        raise PacsError(
+            f"the PACS at {client.base_url} is unreachable ({what}): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def list_instances(client: DICOMwebClient, study_uid: str) -> list[dict[str, Any]]:
+    """QIDO-RS: the study's instances (DICOM JSON), in series and instance order."""
+    found = _pacs_call(
+        f"QIDO-RS for study {study_uid}",
+        client,
+        lambda: client.search_for_instances(
+            study_instance_uid=study_uid, fields=list(QUERY_FIELDS), get_remaining=True
+        ),
+    )
+    if not found:
+        raise StudyNotFoundError(f"the PACS at {client.base_url} holds no study {study_uid}")
+    return sorted(
+        found, key=lambda i: (str(_value(i, SERIES_UID)), int(_value(i, INSTANCE_NUMBER) or 0))
+    )
+
+
+def skip_reason(attributes: dict[str, Any]) -> str | None:
+    """Why an instance is not worth retrieving (from its QIDO attributes), or None."""
+    modality = _value(attributes, MODALITY)
+    if modality in NON_IMAGE_MODALITIES:
+        return f"not an image (modality {modality})"
+    if _value(attributes, ROWS) is None:
+        return "not an image (no Rows: no pixel data)"
+    if _value(attributes, MANUFACTURER_TAG) == MANUFACTURER:
+        return f"a {MANUFACTURER} result object, not a source image"
+    return None
+
+
+def store_results(client: DICOMwebClient, study_uid: str, datasets: list[Dataset]) -> None:
+    """STOW-RS into the study; any object the PACS lists as failed fails the call."""
+    response = _pacs_call(
+        f"STOW-RS into study {study_uid}",
+        client,
+        lambda: client.store_instances(datasets, study_instance_uid=study_uid),
+    )
+    failed = getattr(response, "FailedSOPSequence", None) or []
+    if failed:
+        reasons = [
+            f"{item.ReferencedSOPInstanceUID}: 0x{item.FailureReason:04X}" for item in failed
+        ]
+        raise PacsError(f"the PACS at {client.base_url} refused {len(failed)} object(s): {reasons}")
+
+
+def analyze_study(
+    client: DICOMwebClient,
+    study_uid: str,
+    loaded: LoadedModel,
+    method: str = "gradcam",
+    *,
+    check_modality: bool = True,
+    max_instances: int = 500,
+    progress: Progress | None = None,
+) -> StudySummary:
+    """Query, retrieve, analyse and store back one study; returns what happened to each instance.
+
+    ``progress(done, total)`` is called after every instance (the job layer uses it for its
+    heartbeat and to stop on a cancel request by raising).
+    """
+    manifest = loaded.manifest
+    instances = list_instances(client, study_uid)
+    if len(instances) > max_instances:
+        raise PacsError(
+            f"study {study_uid} holds {len(instances)} instances, more than the "
+            f"{max_instances} a job may analyse (setting pacs_max_instances)"
+        )
+    outcomes: list[InstanceOutcome] = []
+    for done, attributes in enumerate(instances, start=1):
+        outcomes.append(
+            _analyze_instance(client, study_uid, attributes, loaded, method, check_modality)
+        )
+        if progress is not None:
+            progress(done, len(instances))
+    analysed = [o for o in outcomes if o.status == "analysed"]
+    summary = StudySummary(
+        study_instance_uid=study_uid,
+        model=ModelIdentity(
+            name=manifest.name, version=manifest.version, weights_sha256=manifest.weights_sha256
+        ),
+        method=method,
+        seen=len(outcomes),
+        analysed=len(analysed),
+        skipped=len(outcomes) - len(analysed),
+        instances=outcomes,
+        stored=[s for o in analysed for s in o.stored],
+    )
+    log.info(
+        "study %s: %d instance(s), %d analysed, %d skipped, model %s:%d",
+        study_uid,
+        summary.seen,
+        summary.analysed,
+        summary.skipped,
+        manifest.name,
+        manifest.version,
+    )
+    return summary
+
+
+def _analyze_instance(
+    client: DICOMwebClient,
+    study_uid: str,
+    attributes: dict[str, Any],
+    loaded: LoadedModel,
+    method: str,
+    check_modality: bool,
+) -> InstanceOutcome:
+    sop_uid, series_uid = str(_value(attributes, SOP_UID)), str(_value(attributes, SERIES_UID))
+    outcome = InstanceOutcome(
+        sop_instance_uid=sop_uid,
+        series_instance_uid=series_uid,
+        modality=_value(attributes, MODALITY),
+        status="skipped",
+    )
+    reason = skip_reason(attributes)
+    if reason is not None:
+        return outcome.model_copy(update={"reason": reason})
+    source = _pacs_call(
+        f"WADO-RS of instance {sop_uid}",
+        client,
+        lambda: client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=AS_STORED),
+    )
+    try:
+        results = analyze_dataset(source, loaded, method, check_modality=check_modality)
+    except DicomInputError as exc:
+        return outcome.model_copy(update={"reason": str(exc)})
+    objects = [("sr", results.sr), ("sc", results.sc)]
+    store_results(client, study_uid, [dataset for _, dataset in objects])
+    stored = [
+        StoredObject(
+            kind=kind,
+            sop_class_uid=str(dataset.SOPClassUID),
+            series_instance_uid=str(dataset.SeriesInstanceUID),
+            sop_instance_uid=str(dataset.SOPInstanceUID),
+        )
+        for kind, dataset in objects
+    ]
+    return outcome.model_copy(update={"status": "analysed", "stored": stored})

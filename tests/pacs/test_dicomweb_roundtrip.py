@@ -1,0 +1,176 @@
+"""The DICOMweb round trip against a real Orthanc: QIDO, WADO, the model, STOW of the SR + SC.
+
+The study is pushed with dcmtk's ``storescu``, as a modality would: the real CR chest radiograph
+``RG1_UNCR.dcm`` (pydicom-data, from MEDROBUST_DATA_DIR) plus pydicom's ``CT_small.dcm`` (a CT:
+the chest model does not accept it) and ``rtplan.dcm`` (no image at all), both moved into the
+radiograph's study and patient. The model is a tiny untrained one: this checks the plumbing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from orthanc import Orthanc, free_port
+from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file
+
+from service.pacs.dicomweb import (
+    PacsError,
+    StudyNotFoundError,
+    StudySummary,
+    analyze_study,
+    dicomweb_client,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
+
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+
+
+def make_chest_study(data_dir: Path, folder: Path) -> tuple[str, list[Path]]:
+    """The radiograph as it is, plus a CT and an RT plan moved into its study (new series)."""
+    radiograph = data_dir / "dicom_samples" / "RG1_UNCR.dcm"
+    if not radiograph.is_file():
+        pytest.skip(f"{radiograph} is missing (see MEDROBUST_DATA_DIR/README.md)")
+    header = dcmread(radiograph, stop_before_pixels=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [radiograph]
+    for name in ("CT_small.dcm", "rtplan.dcm"):
+        dataset = dcmread(get_testdata_file(name))
+        dataset.StudyInstanceUID = header.StudyInstanceUID
+        for keyword in PATIENT_KEYWORDS:
+            setattr(dataset, keyword, header.get(keyword, ""))
+        files.append(folder / name)
+        dataset.save_as(files[-1], enforce_file_format=True)
+    return str(header.StudyInstanceUID), files
+
+
+def content_items(dataset: Dataset) -> Iterator[Dataset]:
+    """Every item of an SR content tree, depth first."""
+    for item in dataset.get("ContentSequence", []):
+        yield item
+        yield from content_items(item)
+
+
+def concept(item: Dataset) -> str:
+    names = item.get("ConceptNameCodeSequence") or [None]
+    return str(names[0].CodeMeaning) if names[0] is not None else ""
+
+
+@pytest.fixture
+def chest_study(orthanc: Orthanc, data_dir: Path, tmp_path: Path) -> str:
+    study_uid, files = make_chest_study(data_dir, tmp_path / "study")
+    orthanc.storescu(*files, calling_aet="MODALITY")
+    assert len(orthanc.study_instances(study_uid)) == 3
+    return study_uid
+
+
+@pytest.fixture(scope="module")
+def chest_model(chest_store: tuple[Path, str]) -> Any:
+    from training.store import ModelStore, parse_model_ref
+
+    store_dir, ref = chest_store
+    return ModelStore(store_dir).load(*parse_model_ref(ref))
+
+
+def orthanc_file(orthanc: Orthanc, instance_id: str) -> Dataset:
+    from io import BytesIO
+
+    response = httpx.get(f"{orthanc.url}/instances/{instance_id}/file", timeout=30)
+    response.raise_for_status()
+    return dcmread(BytesIO(response.content))
+
+
+def test_round_trip_stores_sr_and_sc_in_the_study(
+    orthanc: Orthanc, chest_study: str, chest_model: Any
+) -> None:
+    manifest = chest_model.manifest
+    client = dicomweb_client(orthanc.dicomweb_url)
+    progress: list[tuple[int, int]] = []
+
+    summary = analyze_study(
+        client, chest_study, chest_model, "gradcam", progress=lambda *p: progress.append(p)
+    )
+
+    assert (summary.seen, summary.analysed, summary.skipped) == (3, 1, 2)
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    assert summary.model.model_dump() == {
+        "name": manifest.name,
+        "version": manifest.version,
+        "weights_sha256": manifest.weights_sha256,
+    }
+    by_modality = {o.modality: o for o in summary.instances}
+    assert by_modality["CR"].status == "analysed"
+    assert by_modality["CT"].status == "skipped"
+    assert "accepts CR/DX, CHEST" in by_modality["CT"].reason
+    assert "Modality is CT" in by_modality["CT"].reason
+    assert by_modality["RTPLAN"].status == "skipped"
+    assert "not an image" in by_modality["RTPLAN"].reason
+    assert sorted(s.kind for s in summary.stored) == ["sc", "sr"]
+    assert StudySummary.model_validate_json(summary.model_dump_json()) == summary
+
+    # Orthanc now holds the SR and the SC in the study, each in a new series of its own
+    instances = orthanc.study_instances(chest_study)
+    assert len(instances) == 5
+    source = by_modality["CR"]
+    stored = {s.kind: s for s in summary.stored}
+    found = {i["MainDicomTags"]["SOPInstanceUID"]: i for i in instances}
+    series = {s.series_instance_uid for s in summary.stored}
+    assert len(series) == 2 and source.series_instance_uid not in series
+    sr = orthanc_file(orthanc, found[stored["sr"].sop_instance_uid]["ID"])
+    sc = orthanc_file(orthanc, found[stored["sc"].sop_instance_uid]["ID"])
+    assert (sr.SOPClassUID, sc.SOPClassUID) == (COMPREHENSIVE_SR, SECONDARY_CAPTURE)
+    assert sr.StudyInstanceUID == sc.StudyInstanceUID == chest_study
+    assert sc.PhotometricInterpretation == "RGB" and "DERIVED" in sc.ImageType
+
+    # the SR names the model, its version and its weights' sha256, and references the source
+    items = list(content_items(sr))
+    texts = {concept(i): str(i.get("TextValue", "")) for i in items if "TextValue" in i}
+    assert texts["Algorithm Name"] == manifest.name
+    assert texts["Algorithm Version"] == str(manifest.version)
+    assert any(manifest.weights_sha256 in str(i.get("TextValue", "")) for i in items)
+    referenced = {
+        str(ref.ReferencedSOPInstanceUID)
+        for item in items
+        for ref in item.get("ReferencedSOPSequence", [])
+    }
+    assert source.sop_instance_uid in referenced
+
+    # and QIDO-RS (what a viewer asks) lists the two new series
+    response = httpx.get(
+        f"{orthanc.dicomweb_url}/studies/{chest_study}/series",
+        headers={"Accept": "application/dicom+json"},
+    )
+    modalities = sorted(s["00080060"]["Value"][0] for s in response.json())
+    assert modalities == ["CR", "CT", "OT", "RTPLAN", "SR"]
+
+
+def test_a_second_run_is_idempotent(orthanc: Orthanc, chest_study: str, chest_model: Any) -> None:
+    client = dicomweb_client(orthanc.dicomweb_url)
+    first = analyze_study(client, chest_study, chest_model)
+    second = analyze_study(client, chest_study, chest_model)
+
+    # the same result objects (same UIDs), and Orthanc keeps one copy of each
+    assert second.stored == first.stored
+    assert len(orthanc.study_instances(chest_study)) == 5
+    # the second run saw our SR and SC and skipped them as not source images
+    assert (second.seen, second.analysed, second.skipped) == (5, 1, 4)
+    ours = {s.sop_instance_uid for s in first.stored}
+    reasons = {o.sop_instance_uid: o.reason for o in second.instances if o.sop_instance_uid in ours}
+    assert len(reasons) == 2 and all(reasons.values())
+
+
+def test_unknown_study_and_unreachable_pacs_are_clear_errors(
+    orthanc: Orthanc, chest_model: Any
+) -> None:
+    with pytest.raises(StudyNotFoundError, match=r"holds no study 1\.2\.3\.4"):
+        analyze_study(dicomweb_client(orthanc.dicomweb_url), "1.2.3.4", chest_model)
+    nowhere = dicomweb_client(f"http://127.0.0.1:{free_port()}/dicom-web", timeout_s=3)
+    with pytest.raises(PacsError, match="is unreachable"):
+        analyze_study(nowhere, "1.2.3.4", chest_model)
