@@ -68,11 +68,12 @@ class UnsupportedTransferSyntaxError(DicomInputError):
 
     def __init__(self, uid: str, reason: str) -> None:
         self.uid = str(uid)
-        self.syntax_name = UID(uid).name if UID(uid).is_valid else str(uid)
-        super().__init__(
-            f"cannot decode DICOM pixel data in transfer syntax {self.syntax_name!r} "
-            f"({self.uid}): {reason}"
+        self.syntax_name = UID(uid).name
+        known = self.syntax_name != self.uid
+        label = (
+            f"{self.syntax_name!r} ({self.uid})" if known else f"{self.uid} (not a standard one)"
         )
+        super().__init__(f"cannot decode DICOM pixel data in transfer syntax {label}: {reason}")
 
 
 class UnsupportedPixelFormatError(DicomInputError):
