@@ -5,6 +5,8 @@ database a SQLite file there (set ``REDIS_URL`` / ``DATABASE_URL`` to use Redis 
 Ctrl-C (or SIGTERM) stops both: the API gracefully, the worker with a cold shutdown, which hands a
 running job back to the broker so the next start resumes it from its checkpoint. A second Ctrl-C
 kills both at once. If either child dies, the other is stopped and the exit status says so.
+With ``MEDROBUST_DIMSE_ENABLED=true`` a third child, the DIMSE listener
+(``python -m service.pacs.listener``), runs beside them and stops with them.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def worker_command(
     return command
 
 
+def dimse_command() -> list[str]:
+    """The DIMSE "AI node" (``service/pacs/listener.py``); it reads the same settings."""
+    return [sys.executable, "-m", "service.pacs.listener"]
+
+
 def child_environment(settings: Settings) -> dict[str, str]:
     """The children read the same settings; the data root is also what ``training/`` reads."""
     env = dict(os.environ)
@@ -80,13 +87,23 @@ def describe(settings: Settings) -> list[str]:
         broker = make_url(settings.redis_url).render_as_string(hide_password=True)
     else:
         broker = f"embedded (filesystem under {options.broker_dir})"
-    return [
+    lines = [
         f"API       http://{settings.host}:{settings.port}  (docs: /docs)",
         f"broker    {broker}",
         f"jobs DB   {database}",
         f"models    {options.store_dir}",
         f"state     {options.state_dir}",
     ]
+    if settings.dimse_enabled:
+        destination = (
+            f"{settings.dimse_destination_ae}@{settings.dimse_destination_host}:"
+            f"{settings.dimse_destination_port}"
+        )
+        lines.append(
+            f"DIMSE     {settings.dimse_ae_title}@{settings.dimse_host}:{settings.dimse_port} "
+            f"(model {settings.dimse_model}, results to {destination})"
+        )
+    return lines
 
 
 class Supervisor:
@@ -155,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
     parser.add_argument("--no-worker", action="store_true", help="run the API only")
     parser.add_argument("--no-api", action="store_true", help="run the worker only")
+    parser.add_argument(
+        "--no-dimse", action="store_true", help="no DIMSE listener even if MEDROBUST_DIMSE_ENABLED"
+    )
     parser.add_argument("--concurrency", type=int, default=1, help="worker pool processes")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds to stop gracefully")
     args = parser.parse_args(argv)
@@ -168,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         commands["api"] = api_command(settings)
     if not args.no_worker:
         commands["worker"] = worker_command(settings, args.concurrency)
+    if settings.dimse_enabled and not args.no_dimse:
+        commands["dimse"] = dimse_command()
     if not commands:
         parser.error("nothing to run")
     for line in describe(settings):
