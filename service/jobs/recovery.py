@@ -34,7 +34,12 @@ class Sender(Protocol):
     def queue_depths(self) -> dict[str, int]: ...
 
 
-QUEUE_OF = {JobKind.training: "training", JobKind.evaluation: "evaluation"}
+QUEUE_OF = {
+    JobKind.training: "training",
+    JobKind.evaluation: "evaluation",
+    JobKind.pacs_study: "pacs",
+    JobKind.pacs_dimse: "pacs",
+}
 
 
 def _queue_empty(sender: Sender, kind: JobKind, cache: dict[str, dict[str, int]]) -> bool:

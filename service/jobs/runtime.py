@@ -113,19 +113,10 @@ class JobRuntime:
         self, request: Any, idempotency_key: str | None = None
     ) -> tuple[JobView, bool]:
         """``request``: a :class:`service.jobs.requests.EvaluationRequest`."""
-        from training.store import NAME_PATTERN, ModelStore, ModelStoreError, parse_model_ref
-
         _require_dataset(request.dataset)
-        store = ModelStore(self.options.store_dir)
         resolved, preprocess = [], set()
         for ref in request.models:
-            name, selector = parse_model_ref(ref)
-            if not NAME_PATTERN.match(name) or not NAME_PATTERN.match(selector):
-                raise JobSpecError(f"bad model ref {ref!r}: expected NAME[:VERSION|ALIAS]")
-            try:
-                manifest = store.manifest(name, selector)
-            except (ModelStoreError, ValueError, OSError) as exc:
-                raise JobSpecError(f"unknown model {ref!r}: {exc}") from exc
+            manifest = self._manifest(ref)
             resolved.append(manifest.ref)
             preprocess.add(manifest.preprocess.model_dump_json())
         if len(set(resolved)) != len(resolved):
@@ -140,6 +131,44 @@ class JobRuntime:
             update={"models": resolved, "shards": request.shards or self.options.evaluation_shards}
         ).model_dump(mode="json")
         return self._submit(JobKind.evaluation, spec, idempotency_key)
+
+    def submit_pacs_study(
+        self, request: Any, idempotency_key: str | None = None
+    ) -> tuple[JobView, bool]:
+        """``request``: a :class:`service.jobs.requests.PacsStudyRequest`; the PACS must be one
+        the settings name (its URL is looked up by the worker, never taken from a request)."""
+        if request.pacs not in self.settings.pacs_dicomweb:
+            configured = ", ".join(sorted(self.settings.pacs_dicomweb)) or "none"
+            raise JobSpecError(
+                f"unknown PACS {request.pacs!r}; configured: {configured} "
+                "(setting MEDROBUST_PACS_DICOMWEB)"
+            )
+        manifest = self._manifest(request.model)
+        spec = request.model_copy(update={"model": manifest.ref}).model_dump(mode="json")
+        return self._submit(JobKind.pacs_study, spec, idempotency_key)
+
+    def submit_pacs_dimse(
+        self, request: Any, idempotency_key: str | None = None
+    ) -> tuple[JobView, bool]:
+        """``request``: a :class:`service.jobs.requests.DimseRequest` (from the DIMSE listener)."""
+        missing = [path for path in request.files if not Path(path).is_file()]
+        if missing:
+            raise JobSpecError(f"{len(missing)} spooled file(s) missing, e.g. {missing[0]}")
+        manifest = self._manifest(request.model)
+        spec = request.model_copy(update={"model": manifest.ref}).model_dump(mode="json")
+        return self._submit(JobKind.pacs_dimse, spec, idempotency_key)
+
+    def _manifest(self, ref: str) -> Any:
+        """The stored model ``ref`` names (a ``training.store.ModelManifest``), or 422."""
+        from training.store import NAME_PATTERN, ModelStore, ModelStoreError, parse_model_ref
+
+        name, selector = parse_model_ref(ref)
+        if not NAME_PATTERN.match(name) or not NAME_PATTERN.match(selector):
+            raise JobSpecError(f"bad model ref {ref!r}: expected NAME[:VERSION|ALIAS]")
+        try:
+            return ModelStore(self.options.store_dir).manifest(name, selector)
+        except (ModelStoreError, ValueError, OSError) as exc:
+            raise JobSpecError(f"unknown model {ref!r}: {exc}") from exc
 
     def _submit(
         self, kind: JobKind, spec: dict[str, Any], idempotency_key: str | None
@@ -204,4 +233,10 @@ def _same_submission(job: JobView, spec: dict[str, Any]) -> bool:
 
         keys = ("dataset", "evaluation", "split", "limit", "shards")
         return names(job.spec) == names(spec) and all(job.spec.get(k) == spec.get(k) for k in keys)
+    if job.kind in (JobKind.pacs_study, JobKind.pacs_dimse):  # the model ref was pinned too
+
+        def unpinned(s: dict[str, Any]) -> dict[str, Any]:
+            return {**s, "model": str(s.get("model", "")).partition(":")[0]}
+
+        return unpinned(job.spec) == unpinned(spec)
     return job.spec == spec

@@ -24,6 +24,8 @@ TERMINAL_STATES = (JobState.succeeded, JobState.failed, JobState.cancelled)
 class JobKind(StrEnum):
     training = "training"
     evaluation = "evaluation"
+    pacs_study = "pacs_study"  # DICOMweb: a study in a PACS, results stored back (STOW-RS)
+    pacs_dimse = "pacs_dimse"  # instances the DIMSE listener received, results sent by C-STORE
 
 
 class SubmittedJob(BaseModel):

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import requests
 from dicomweb_client import DICOMwebClient
-from pydantic import BaseModel, Field
 from pydicom import Dataset
 
 from service.pacs.analysis import analyze_dataset
 from service.pacs.results import MANUFACTURER
+from service.pacs.summary import AnalysisSummary, InstanceOutcome, stored_objects
 from training.dicom import DicomInputError
 
 if TYPE_CHECKING:
@@ -55,39 +55,10 @@ class StudyNotFoundError(PacsError):
     """QIDO-RS found no instance of the study."""
 
 
-class ModelIdentity(BaseModel):
-    name: str
-    version: int
-    weights_sha256: str
-
-
-class StoredObject(BaseModel):
-    kind: Literal["sr", "sc"]
-    sop_class_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-
-
-class InstanceOutcome(BaseModel):
-    sop_instance_uid: str
-    series_instance_uid: str
-    modality: str | None = None
-    status: Literal["analysed", "skipped"]
-    reason: str | None = Field(None, description="why it was skipped")
-    stored: list[StoredObject] = Field(default_factory=list)
-
-
-class StudySummary(BaseModel):
-    """What a round trip did: every instance seen, analysed or skipped (why), what was stored."""
+class StudySummary(AnalysisSummary):
+    """What a round trip did to one study."""
 
     study_instance_uid: str
-    model: ModelIdentity
-    method: str
-    seen: int
-    analysed: int
-    skipped: int
-    instances: list[InstanceOutcome]
-    stored: list[StoredObject]
 
 
 def dicomweb_client(url: str, timeout_s: float = 30.0) -> DICOMwebClient:
@@ -185,19 +156,7 @@ def analyze_study(
         )
         if progress is not None:
             progress(done, len(instances))
-    analysed = [o for o in outcomes if o.status == "analysed"]
-    summary = StudySummary(
-        study_instance_uid=study_uid,
-        model=ModelIdentity(
-            name=manifest.name, version=manifest.version, weights_sha256=manifest.weights_sha256
-        ),
-        method=method,
-        seen=len(outcomes),
-        analysed=len(analysed),
-        skipped=len(outcomes) - len(analysed),
-        instances=outcomes,
-        stored=[s for o in analysed for s in o.stored],
-    )
+    summary = StudySummary.build(manifest, method, outcomes, study_instance_uid=study_uid)
     log.info(
         "study %s: %d instance(s), %d analysed, %d skipped, model %s:%d",
         study_uid,
@@ -237,15 +196,5 @@ def _analyze_instance(
         results = analyze_dataset(source, loaded, method, check_modality=check_modality)
     except DicomInputError as exc:
         return outcome.model_copy(update={"reason": str(exc)})
-    objects = [("sr", results.sr), ("sc", results.sc)]
-    store_results(client, study_uid, [dataset for _, dataset in objects])
-    stored = [
-        StoredObject(
-            kind=kind,
-            sop_class_uid=str(dataset.SOPClassUID),
-            series_instance_uid=str(dataset.SeriesInstanceUID),
-            sop_instance_uid=str(dataset.SOPInstanceUID),
-        )
-        for kind, dataset in objects
-    ]
-    return outcome.model_copy(update={"status": "analysed", "stored": stored})
+    store_results(client, study_uid, [results.sr, results.sc])
+    return outcome.model_copy(update={"status": "analysed", "stored": stored_objects(results)})

@@ -22,11 +22,14 @@ from service.jobs.options import JobOptions
 
 TRAINING_QUEUE = "training"
 EVALUATION_QUEUE = "evaluation"
-QUEUES = (TRAINING_QUEUE, EVALUATION_QUEUE)
+PACS_QUEUE = "pacs"  # short inference jobs: a dedicated worker keeps them off long trainings
+QUEUES = (TRAINING_QUEUE, EVALUATION_QUEUE, PACS_QUEUE)
 
 TRAIN_TASK = "medrobust.jobs.train"
 EVALUATE_TASK = "medrobust.jobs.evaluate"  # plans the shards and sends them
 EVALUATE_SHARD_TASK = "medrobust.jobs.evaluate_shard"
+PACS_STUDY_TASK = "medrobust.jobs.pacs_study"
+PACS_DIMSE_TASK = "medrobust.jobs.pacs_dimse"
 
 SETTINGS_ATTR = "medrobust_settings"
 
@@ -81,6 +84,8 @@ def make_celery(settings: Settings) -> Celery:
             TRAIN_TASK: {"queue": TRAINING_QUEUE, "routing_key": TRAINING_QUEUE},
             EVALUATE_TASK: {"queue": EVALUATION_QUEUE, "routing_key": EVALUATION_QUEUE},
             EVALUATE_SHARD_TASK: {"queue": EVALUATION_QUEUE, "routing_key": EVALUATION_QUEUE},
+            PACS_STUDY_TASK: {"queue": PACS_QUEUE, "routing_key": PACS_QUEUE},
+            PACS_DIMSE_TASK: {"queue": PACS_QUEUE, "routing_key": PACS_QUEUE},
         },
         # long GPU jobs: take one message at a time, acknowledge it only when done, and hand it
         # back to the broker when the process running it dies (SIGKILL, OOM)
@@ -143,12 +148,21 @@ class Dispatcher:
             task_id=f"evaluate-{job_id}-shard-{index}",
         )
 
+    def pacs_study(self, job_id: str) -> None:
+        self.app.send_task(PACS_STUDY_TASK, args=[job_id], task_id=f"pacs-study-{job_id}")
+
+    def pacs_dimse(self, job_id: str) -> None:
+        self.app.send_task(PACS_DIMSE_TASK, args=[job_id], task_id=f"pacs-dimse-{job_id}")
+
     def job(self, job_id: str, kind: str) -> None:
         """(Re)send the first task of a job of ``kind``."""
-        if kind == "training":
-            self.training(job_id)
-        else:
-            self.evaluation(job_id)
+        first_task = {
+            "training": self.training,
+            "evaluation": self.evaluation,
+            "pacs_study": self.pacs_study,
+            "pacs_dimse": self.pacs_dimse,
+        }
+        first_task[kind](job_id)
 
     def queue_depths(self) -> dict[str, int]:
         """Messages waiting in each job queue (not those a worker holds unacknowledged)."""

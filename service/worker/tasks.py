@@ -33,7 +33,13 @@ from sqlalchemy.exc import OperationalError as DatabaseError
 
 from service.jobs.repository import Claim, ClaimOutcome, this_holder
 from service.jobs.schemas import JobState, JobView
-from service.worker.celery_app import EVALUATE_SHARD_TASK, EVALUATE_TASK, TRAIN_TASK
+from service.worker.celery_app import (
+    EVALUATE_SHARD_TASK,
+    EVALUATE_TASK,
+    PACS_DIMSE_TASK,
+    PACS_STUDY_TASK,
+    TRAIN_TASK,
+)
 from service.worker.context import WorkerContext, worker_context
 from service.worker.progress import Heartbeat, JobAborted, JobCancelled, Throttle
 
@@ -370,3 +376,7 @@ def register(app: Celery) -> None:
     app.task(name=TRAIN_TASK, **common)(train)
     app.task(name=EVALUATE_TASK, **common)(evaluate)
     app.task(name=EVALUATE_SHARD_TASK, **common)(evaluate_shard)
+    from service.worker import pacs_tasks
+
+    app.task(name=PACS_STUDY_TASK, **common)(pacs_tasks.pacs_study)
+    app.task(name=PACS_DIMSE_TASK, **common)(pacs_tasks.pacs_dimse)

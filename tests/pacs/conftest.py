@@ -87,6 +87,38 @@ def save_tiny_chest_model(store_dir: Path, name: str = "chest-tiny") -> str:
     return manifest.ref
 
 
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+
+
+def make_chest_study(data_dir: Path, folder: Path) -> tuple[str, list[Path]]:
+    """Files of one study: the real CR chest radiograph ``RG1_UNCR.dcm`` as it is, plus
+    pydicom's ``CT_small.dcm`` (a CT: the chest model refuses it) and ``rtplan.dcm`` (no image)
+    moved into the radiograph's study and patient. Returns (Study Instance UID, files)."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    radiograph = data_dir / "dicom_samples" / "RG1_UNCR.dcm"
+    if not radiograph.is_file():
+        pytest.skip(f"{radiograph} is missing (see MEDROBUST_DATA_DIR/README.md)")
+    header = dcmread(radiograph, stop_before_pixels=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [radiograph]
+    for name in ("CT_small.dcm", "rtplan.dcm"):
+        dataset = dcmread(get_testdata_file(name))
+        dataset.StudyInstanceUID = header.StudyInstanceUID
+        for keyword in PATIENT_KEYWORDS:
+            setattr(dataset, keyword, header.get(keyword, ""))
+        files.append(folder / name)
+        dataset.save_as(files[-1], enforce_file_format=True)
+    return str(header.StudyInstanceUID), files
+
+
+@pytest.fixture(scope="session")
+def chest_study_files(data_dir: Path) -> Callable[[Path], tuple[str, list[Path]]]:
+    """``make(folder) -> (study_uid, files)``: see :func:`make_chest_study`."""
+    return lambda folder: make_chest_study(data_dir, folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_chest_model() -> Callable[[Path], str]:
     """``save(store_dir) -> ref``: puts the tiny CR/DX chest model into a store."""

@@ -8,7 +8,7 @@ radiograph's study and patient. The model is a tiny untrained one: this checks t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import httpx
 import pytest
 from orthanc import Orthanc, free_port
 from pydicom import Dataset, dcmread
-from pydicom.data import get_testdata_file
 
 from service.pacs.dicomweb import (
     PacsError,
@@ -28,27 +27,8 @@ from service.pacs.dicomweb import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 
-PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
-
-
-def make_chest_study(data_dir: Path, folder: Path) -> tuple[str, list[Path]]:
-    """The radiograph as it is, plus a CT and an RT plan moved into its study (new series)."""
-    radiograph = data_dir / "dicom_samples" / "RG1_UNCR.dcm"
-    if not radiograph.is_file():
-        pytest.skip(f"{radiograph} is missing (see MEDROBUST_DATA_DIR/README.md)")
-    header = dcmread(radiograph, stop_before_pixels=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = [radiograph]
-    for name in ("CT_small.dcm", "rtplan.dcm"):
-        dataset = dcmread(get_testdata_file(name))
-        dataset.StudyInstanceUID = header.StudyInstanceUID
-        for keyword in PATIENT_KEYWORDS:
-            setattr(dataset, keyword, header.get(keyword, ""))
-        files.append(folder / name)
-        dataset.save_as(files[-1], enforce_file_format=True)
-    return str(header.StudyInstanceUID), files
 
 
 def content_items(dataset: Dataset) -> Iterator[Dataset]:
@@ -64,8 +44,10 @@ def concept(item: Dataset) -> str:
 
 
 @pytest.fixture
-def chest_study(orthanc: Orthanc, data_dir: Path, tmp_path: Path) -> str:
-    study_uid, files = make_chest_study(data_dir, tmp_path / "study")
+def chest_study(
+    orthanc: Orthanc, chest_study_files: Callable[[Path], tuple[str, list[Path]]], tmp_path: Path
+) -> str:
+    study_uid, files = chest_study_files(tmp_path / "study")
     orthanc.storescu(*files, calling_aet="MODALITY")
     assert len(orthanc.study_instances(study_uid)) == 3
     return study_uid

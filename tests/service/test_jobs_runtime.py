@@ -41,7 +41,7 @@ def test_celery_is_configured_for_long_jobs(tmp_path: Path) -> None:
         job_hard_time_limit_s=120,
     )
     conf = make_celery(settings).conf
-    assert sorted(q.name for q in conf.task_queues) == ["evaluation", "training"]
+    assert sorted(q.name for q in conf.task_queues) == ["evaluation", "pacs", "training"]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert (conf.task_soft_time_limit, conf.task_time_limit) == (100, 120)
@@ -65,7 +65,7 @@ def test_ping_stats_and_a_job_recorded_before_it_is_sent(runtime: JobRuntime) ->
     job, created = runtime._submit(JobKind.training, {"name": "x"}, None)
     assert created and runtime.get(job.id).state == JobState.queued
     stats = runtime.stats()
-    assert stats["jobs"]["queued"] == 1 and stats["queues"] == {"training": 1, "evaluation": 0}
+    assert stats["jobs"]["queued"] == 1 and stats["queues"] == {"training": 1, "evaluation": 0, "pacs": 0}
 
 
 def test_an_unreachable_broker_fails_the_job_instead_of_losing_it(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Jobs: submit training and robustness evaluations, watch them, cancel them, fetch reports.
+"""Jobs: submit training, robustness evaluations and PACS analyses; watch, cancel, fetch reports.
 
 Submissions answer ``202`` with a job id at once (the work runs on a Celery worker); the same
 ``Idempotency-Key`` returns the same job (``200``). Every route needs the ``jobs`` scope.
@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service.api.auth import JobsCaller
 from service.api.errors import ApiError, ErrorResponse, NotFound, Unprocessable
-from service.jobs.requests import EvaluationRequest
+from service.jobs.requests import EvaluationRequest, PacsStudyRequest
 from service.jobs.runtime import EnqueueError, IdempotencyConflict, JobRuntime, JobSpecError
 from service.jobs.schemas import JobKind, JobList, JobState, JobView, SubmittedJob
 from training.config import TrainingSpec
@@ -108,6 +108,25 @@ def submit_evaluation(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     return _submitted(_runtime(request).submit_evaluation, body, idempotency_key)
+
+
+@router.post(
+    "/pacs-study",
+    status_code=202,
+    response_model=SubmittedJob,
+    responses=SUBMIT_RESPONSES,
+    summary="Analyse a study in a configured PACS (DICOMweb); the SR + SC are stored back",
+)
+def submit_pacs_study(
+    body: PacsStudyRequest,
+    request: Request,
+    _: JobsCaller,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """QIDO-RS, WADO-RS, the model on each suitable image, STOW-RS of an SR and a Secondary
+    Capture per image. The job's result lists every instance (analysed, or skipped and why),
+    the stored objects' UIDs and the model's name, version and weights sha256."""
+    return _submitted(_runtime(request).submit_pacs_study, body, idempotency_key)
 
 
 @router.get("", response_model=JobList, responses=JOB_ERRORS, summary="List jobs, newest first")

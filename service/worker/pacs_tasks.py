@@ -1,0 +1,156 @@
+"""The PACS job tasks: a study over DICOMweb, or the instances the DIMSE listener received.
+
+Same contract as :mod:`service.worker.tasks`: the task gets a job id, claims the job, runs, and
+records the outcome. Unsuitable instances are skipped inside the run (listed in the result); a
+PACS or DICOM node that cannot be reached, an unknown study or a model that fails ends the job
+``failed`` with the reason, never a lost or forever-running job. A redelivered job simply runs
+again: the result objects' UIDs are deterministic, so the PACS keeps one copy of each.
+
+The listener's spooled files hold patient data: they are deleted when their job ends (succeeded,
+failed or cancelled); a sender must resend after a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded
+from celery import Task
+from pydantic import BaseModel, ValidationError
+
+from service.jobs.repository import this_holder
+from service.jobs.requests import DimseRequest, PacsStudyRequest
+from service.jobs.schemas import JobState, JobView
+from service.worker.context import WorkerContext, worker_context
+from service.worker.progress import Heartbeat, JobAborted, JobCancelled, Throttle
+from service.worker.tasks import _claimed, describe, json_safe
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+def _run(
+    ctx: WorkerContext, job: JobView, work: Callable[[Progress], dict[str, Any]], what: str
+) -> JobState | None:
+    """Run ``work(progress)`` under a heartbeat and record its summary (JSON) or failure.
+
+    Returns the job's final state, or None when the job ended elsewhere (nothing recorded).
+    """
+    repo, options = ctx.repo, ctx.options
+    with Heartbeat(repo, job.id, options.heartbeat_s) as heartbeat:
+        throttle = Throttle(options.progress_interval_s)
+
+        def progress(done: int, total: int) -> None:
+            heartbeat.check()  # between instances: cooperative cancellation
+            values = {
+                "progress": min(99.0, 100.0 * done / max(total, 1)),
+                "metrics": {"instances_done": done, "instances": total},
+            }
+            throttle(lambda: repo.update_progress(job.id, **values), force=done == total)
+
+        try:
+            summary = work(progress)
+        except JobCancelled:
+            repo.finish(job.id, JobState.cancelled, error="cancelled on request")
+            return JobState.cancelled
+        except JobAborted as exc:
+            log.warning("%s job %s stopped: %s", what, job.id, exc)
+            return None
+        except SoftTimeLimitExceeded:
+            error = f"time limit exceeded ({options.soft_time_limit_s} s)"
+            repo.finish(job.id, JobState.failed, error=error)
+            return JobState.failed
+        except Exception as exc:  # the PACS, the node or the model failed: not worth a retry
+            log.warning("%s job %s failed: %s", what, job.id, describe(exc))
+            repo.finish(job.id, JobState.failed, error=describe(exc))
+            return JobState.failed
+    repo.finish(job.id, JobState.succeeded, result=json_safe(summary))
+    return JobState.succeeded
+
+
+def _request(ctx: WorkerContext, job: JobView, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate(job.spec)
+    except ValidationError as exc:
+        ctx.repo.finish(job.id, JobState.failed, error=f"invalid {job.kind.value} spec: {exc}")
+        return None
+
+
+def _load(ctx: WorkerContext, ref: str) -> Any:
+    from training.store import parse_model_ref
+
+    return ctx.models.load(*parse_model_ref(ref))
+
+
+# ---- DICOMweb ---------------------------------------------------------------------------------
+
+
+def run_pacs_study(ctx: WorkerContext, job: JobView) -> JobState | None:
+    from service.pacs.dicomweb import analyze_study, dicomweb_client
+
+    request: PacsStudyRequest | None = _request(ctx, job, PacsStudyRequest)
+    if request is None:
+        return JobState.failed
+    settings = ctx.settings
+    url = settings.pacs_dicomweb.get(request.pacs)
+    if url is None:
+        error = (
+            f"the PACS {request.pacs!r} is not configured on this worker (MEDROBUST_PACS_DICOMWEB)"
+        )
+        ctx.repo.finish(job.id, JobState.failed, error=error)
+        return JobState.failed
+
+    def work(progress: Progress) -> dict[str, Any]:
+        summary = analyze_study(
+            dicomweb_client(url, settings.pacs_timeout_s),
+            request.study_uid,
+            _load(ctx, request.model),
+            request.method,
+            check_modality=not request.allow_modality_mismatch,
+            max_instances=settings.pacs_max_instances,
+            progress=progress,
+        )
+        return {"pacs": request.pacs, **summary.model_dump(mode="json")}
+
+    return _run(ctx, job, work, "PACS study")
+
+
+def pacs_study(self: Task, job_id: str, busy_checks: int = 0) -> None:
+    ctx = worker_context(self.app)
+    job = _claimed(self, ctx.repo.claim(job_id, this_holder()), busy_checks, f"job {job_id}")
+    if job is not None:
+        run_pacs_study(ctx, job)
+
+
+# ---- DIMSE ------------------------------------------------------------------------------------
+
+
+def run_pacs_dimse(ctx: WorkerContext, job: JobView) -> JobState | None:
+    from service.pacs.relay import analyze_and_send
+
+    request: DimseRequest | None = _request(ctx, job, DimseRequest)
+    if request is None:
+        return JobState.failed
+    state = _run(
+        ctx,
+        job,
+        lambda progress: analyze_and_send(
+            request, _load(ctx, request.model), ctx.settings.pacs_timeout_s, progress
+        ).model_dump(mode="json"),
+        "DIMSE",
+    )
+    if state is not None:  # the job ended here: the received instances are no longer needed
+        for path in request.files:
+            Path(path).unlink(missing_ok=True)
+    return state
+
+
+def pacs_dimse(self: Task, job_id: str, busy_checks: int = 0) -> None:
+    ctx = worker_context(self.app)
+    job = _claimed(self, ctx.repo.claim(job_id, this_holder()), busy_checks, f"job {job_id}")
+    if job is not None:
+        run_pacs_dimse(ctx, job)

@@ -1,0 +1,185 @@
+"""PACS jobs end to end: a real uvicorn API and Celery worker (embedded broker) and a real Orthanc.
+
+- ``POST /jobs/pacs-study``: the worker runs the DICOMweb round trip on a study pushed into
+  Orthanc with ``storescu``; Orthanc ends up holding the SR and SC; bad submissions get 422;
+  a PACS that does not answer and a study it does not hold fail the job with the reason.
+- ``submit_dimse_job`` (what the DIMSE listener calls): spooled files are analysed by the worker,
+  the SR + SC are C-STOREd to Orthanc, and the spooled files are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobs_fixtures import Stack
+from orthanc import Orthanc, free_port, running_orthanc
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from service.config import Settings
+from service.pacs.submit import submit_dimse_job
+
+pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
+
+
+@dataclass
+class PacsStack:
+    stack: Stack
+    orthanc: Orthanc
+    model: str  # the tiny chest model's ref in the stack's store
+    study_uid: str  # pushed into Orthanc with storescu: CR chest + CT + RT plan
+
+    def settings(self) -> Settings:
+        """What the DIMSE listener beside the stack reads: the same state, store, destination."""
+        return Settings(
+            state_dir=self.stack.root / "state",
+            store_dir=self.stack.root / "models",
+            dimse_destination_ae=self.orthanc.aet,
+            dimse_destination_host=self.orthanc.host,
+            dimse_destination_port=self.orthanc.dicom_port,
+            dimse_model=self.model,
+        )
+
+
+@pytest.fixture(scope="module")
+def pacs(
+    tmp_path_factory: pytest.TempPathFactory,
+    pacs_tools: None,
+    chest_study_files: Any,
+    tiny_chest_model: Any,
+) -> Iterator[PacsStack]:
+    root = tmp_path_factory.mktemp("pacs-jobs")
+    with running_orthanc(root / "orthanc") as orthanc:
+        study_uid, files = chest_study_files(root / "study")
+        orthanc.storescu(*files, calling_aet="MODALITY")
+        model = tiny_chest_model(root / "models")
+        stack = Stack(root, redis_url=None)
+        stack.env.update(
+            MEDROBUST_PACS_DICOMWEB=json.dumps(
+                {
+                    "orthanc": orthanc.dicomweb_url,
+                    "down": f"http://127.0.0.1:{free_port()}/dicom-web",  # nothing listens
+                }
+            ),
+            MEDROBUST_PACS_TIMEOUT_S="5",
+        )
+        try:
+            stack.start_worker()
+            stack.start_api()
+            stack.wait_ready()
+            yield PacsStack(stack, orthanc, model, study_uid)
+        finally:
+            stack.stop()
+
+
+def submit(pacs: PacsStack, body: dict[str, Any], key: str | None = None) -> Any:
+    headers = {"Idempotency-Key": key} if key else {}
+    with pacs.stack.client() as client:
+        return client.post("/jobs/pacs-study", json=body, headers=headers)
+
+
+def test_a_study_job_stores_the_sr_and_sc_in_orthanc(pacs: PacsStack) -> None:
+    body = {"pacs": "orthanc", "study_uid": pacs.study_uid, "model": "chest-tiny"}
+    response = submit(pacs, body, key="study-1")
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    again = submit(pacs, body, key="study-1")
+    assert (again.status_code, again.json()["job_id"]) == (200, job_id)
+
+    job = pacs.stack.wait_job(job_id, timeout_s=300)
+
+    assert job["state"] == "succeeded", f"{job}\n{pacs.stack.logs()}"
+    assert job["kind"] == "pacs_study" and job["progress"] == 100.0
+    assert job["spec"]["model"] == pacs.model  # pinned to its version on submission
+    result = job["result"]
+    manifest = json.loads(
+        (pacs.stack.root / "models" / "chest-tiny" / "1" / "manifest.json").read_text()
+    )
+    assert result["model"] == {
+        "name": "chest-tiny",
+        "version": 1,
+        "weights_sha256": manifest["weights_sha256"],
+    }
+    assert (result["pacs"], result["study_instance_uid"]) == ("orthanc", pacs.study_uid)
+    assert (result["seen"], result["analysed"], result["skipped"]) == (3, 1, 2)
+    reasons = {i["modality"]: i["reason"] for i in result["instances"]}
+    assert reasons["CR"] is None and "Modality is CT" in reasons["CT"]
+    assert "not an image" in reasons["RTPLAN"]
+    stored = {s["sop_instance_uid"] for s in result["stored"]}
+    held = {
+        i["MainDicomTags"]["SOPInstanceUID"] for i in pacs.orthanc.study_instances(pacs.study_uid)
+    }
+    assert len(stored) == 2 and stored <= held
+    with pacs.stack.client() as client:
+        listed = client.get("/jobs", params={"kind": "pacs_study"}).json()
+    assert job_id in {j["id"] for j in listed["jobs"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pacs": "elsewhere"}, "unknown PACS 'elsewhere'; configured: down, orthanc"),
+        ({"pacs": "orthanc", "url": "http://169.254.169.254/"}, "Extra inputs"),
+        ({"study_uid": "1.2.abc"}, "study_uid"),
+        ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
+        ({"method": "lime"}, "method"),
+    ],
+)
+def test_bad_study_submissions_are_refused(
+    pacs: PacsStack, change: dict[str, Any], message: str
+) -> None:
+    body = {"pacs": "orthanc", "study_uid": "1.2.3", "model": "chest-tiny", **change}
+    response = submit(pacs, body)
+    assert response.status_code == 422, response.text
+    assert message in response.text
+
+
+def test_an_unreachable_pacs_or_unknown_study_fails_the_job_with_the_reason(
+    pacs: PacsStack,
+) -> None:
+    down = submit(pacs, {"pacs": "down", "study_uid": "1.2.3", "model": "chest-tiny"})
+    missing = submit(pacs, {"pacs": "orthanc", "study_uid": "1.2.3.4.5", "model": "chest-tiny"})
+    assert down.status_code == missing.status_code == 202
+
+    job = pacs.stack.wait_job(down.json()["job_id"], timeout_s=120)
+    assert job["state"] == "failed" and "is unreachable" in job["error"], job
+    job = pacs.stack.wait_job(missing.json()["job_id"], timeout_s=120)
+    assert job["state"] == "failed" and "holds no study 1.2.3.4.5" in job["error"], job
+
+
+def test_a_dimse_job_sends_the_results_and_deletes_the_spooled_files(
+    pacs: PacsStack, data_dir: Path, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    radiograph = data_dir / "dicom_samples" / "RG1_UNCR.dcm"
+    files = [spool / "cr.dcm", spool / "ct.dcm"]
+    shutil.copy(radiograph, files[0])
+    shutil.copy(get_testdata_file("CT_small.dcm"), files[1])
+    study_uid = str(dcmread(get_testdata_file("CT_small.dcm")).StudyInstanceUID)
+    before = len(pacs.orthanc.study_instances(study_uid))
+
+    job_id = submit_dimse_job(pacs.settings(), files, calling_aet="MODALITY")
+    job = pacs.stack.wait_job(job_id, timeout_s=300)
+
+    assert job["state"] == "succeeded", f"{job}\n{pacs.stack.logs()}"
+    result = job["result"]
+    assert job["kind"] == "pacs_dimse" and result["source_aet"] == "MODALITY"
+    orthanc = pacs.orthanc
+    assert result["destination"] == f"{orthanc.aet}@{orthanc.host}:{orthanc.dicom_port}"
+    assert (result["seen"], result["analysed"], result["skipped"]) == (2, 1, 1)
+    assert result["model"]["name"] == "chest-tiny" and len(result["model"]["weights_sha256"]) == 64
+    # the CR's results reached Orthanc by C-STORE, in the radiograph's study
+    source_study = str(dcmread(radiograph, stop_before_pixels=True).StudyInstanceUID)
+    held = {
+        i["MainDicomTags"]["SOPInstanceUID"] for i in pacs.orthanc.study_instances(source_study)
+    }
+    assert {s["sop_instance_uid"] for s in result["stored"]} <= held
+    assert len(pacs.orthanc.study_instances(study_uid)) == before  # nothing for the CT
+    assert not any(path.exists() for path in files)  # patient data does not linger
