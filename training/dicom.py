@@ -126,15 +126,14 @@ def read_dicom(data: bytes | str | Path) -> Dataset:
         dataset = pydicom.dcmread(io.BytesIO(raw))
     except Exception as exc:  # untrusted bytes: any parser failure means a corrupt file
         raise NotDicomError(f"corrupt DICOM file: {exc}") from None
-    if not dataset.file_meta.get("TransferSyntaxUID"):
-        raise NotDicomError("corrupt DICOM file: its File Meta Information has no Transfer Syntax")
+    _transfer_syntax(dataset)
     return dataset
 
 
 def require_pixel_data(ds: Dataset) -> None:
     """:class:`NoPixelDataError`, naming the kind of object, unless ``ds`` holds an image."""
     if not any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS):
-        kind = UID(ds.get("SOPClassUID", "")).name or "unknown SOP class"
+        kind = UID(header_value(ds, "SOPClassUID")).name or "unknown SOP class"
         raise NoPixelDataError(f"the DICOM file has no pixel data: it is not an image ({kind})")
 
 
@@ -146,8 +145,24 @@ def number_of_frames(ds: Dataset) -> int:
         raise CorruptPixelDataError("invalid Number of Frames (0028,0008)") from None
 
 
+def header_value(ds: Dataset, keyword: str) -> str:
+    """A text element as a stripped string, ``""`` when absent or unreadable (an untrusted file
+    may hold bytes pydicom cannot convert; a header value is never worth failing a request)."""
+    try:
+        return str(ds.get(keyword, "") or "").strip()
+    except Exception:  # conversion of a malformed raw element
+        return ""
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    if not syntax:
+        raise NotDicomError("the DICOM dataset has no Transfer Syntax UID in its File Meta")
+    return UID(syntax)
+
+
 def _decoder(ds: Dataset) -> Decoder:
-    uid = UID(ds.file_meta.TransferSyntaxUID)
+    uid = _transfer_syntax(ds)
     try:
         decoder = get_decoder(uid)
     except NotImplementedError:
@@ -201,7 +216,7 @@ def _decode_first_frame(ds: Dataset, decoder: Decoder) -> tuple[np.ndarray, str]
     except NotImplementedError as exc:
         raise UnsupportedPixelFormatError(f"cannot decode this DICOM pixel layout: {exc}") from None
     except Exception as exc:  # untrusted bytes: truncated or inconsistent pixel data
-        name = UID(ds.file_meta.TransferSyntaxUID).name
+        name = _transfer_syntax(ds).name
         raise CorruptPixelDataError(f"corrupt DICOM pixel data ({name}): {exc}") from None
     photometric = str(meta.get("photometric_interpretation", "")).strip().upper()
     return np.asarray(array), photometric
@@ -376,8 +391,8 @@ def check_acceptance(ds: Dataset, acceptance: DicomAcceptance, *, model: str = "
     A missing Body Part Examined is a mismatch when body parts are declared: the model cannot
     be shown to suit the image. ``model`` names the model in the message.
     """
-    modality = str(ds.get("Modality", "") or "").strip().upper()
-    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    modality = header_value(ds, "Modality").upper()
+    body_part = header_value(ds, "BodyPartExamined").upper()
     problems = []
     if acceptance.modalities and modality not in acceptance.modalities:
         problems.append(f"the file's Modality is {modality or '(missing)'}")

@@ -6,8 +6,16 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from service.api.inputs import ImageUpload
+from training.dicom import header_value
 from training.predict import Prediction
 from training.store import ModelManifest
+
+# ImageInfo field → the DICOM keyword it echoes: identifiers of the image, never of the patient.
+DICOM_INFO = {
+    "sop_instance_uid": "SOPInstanceUID",
+    "modality": "Modality",
+    "body_part_examined": "BodyPartExamined",
+}
 
 
 class ImageInfo(BaseModel):
@@ -29,11 +37,9 @@ class ImageInfo(BaseModel):
     def of(cls, upload: ImageUpload) -> ImageInfo:
         dicom: dict[str, str | None] = {}
         if upload.dataset is not None:
-            ds = upload.dataset
             dicom = {
-                "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
-                "modality": str(ds.get("Modality", "")) or None,
-                "body_part_examined": str(ds.get("BodyPartExamined", "")) or None,
+                field: header_value(upload.dataset, keyword) or None
+                for field, keyword in DICOM_INFO.items()
             }
         return cls(
             format=upload.format,

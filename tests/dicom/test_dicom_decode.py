@@ -465,3 +465,17 @@ def test_decode_image_bytes_names_the_source_of_a_bad_dicom():
     data = Path(shipped_file("rtplan.dcm")).read_bytes()
     with pytest.raises(ValueError, match="plan.dcm.*no pixel data"):
         decode_image_bytes(data, source="plan.dcm")
+
+
+def test_in_memory_dataset_with_an_ow_voi_lut():
+    """Datasets built in memory (as the PACS side receives them) render too; a VOI LUT stored
+    as OW bytes is read with the File Meta's endianness."""
+    ds = make_dataset(np.arange(100, dtype=np.uint16).reshape(10, 10))
+    item = Dataset()
+    item.LUTDescriptor = [256, 0, 8]
+    item.add_new("LUTData", "OW", np.arange(255, -1, -1, dtype="<u2").tobytes())
+    ds.VOILUTSequence = [item]
+    np.testing.assert_array_equal(dicom_to_image(ds)[:, :, 0], 255 - np.arange(100).reshape(10, 10))
+    del ds.file_meta
+    with pytest.raises(NotDicomError, match="Transfer Syntax"):
+        dicom_to_image(ds)
