@@ -247,6 +247,35 @@ def explain(
     typer.echo(json.dumps(summary, indent=1))
 
 
+@app.command()
+def reproduce(
+    config: Annotated[Path, typer.Option(help="study YAML, e.g. configs/reproduce-cpu.yaml")],
+    out: Annotated[
+        Path | None, typer.Option(help="results folder (default docs/results/reproduce-NAME)")
+    ] = None,
+    work: Annotated[
+        Path | None,
+        typer.Option(help="models, checkpoints, cached outcomes (default var/reproduce/NAME)"),
+    ] = None,
+    task: Annotated[list[str], typer.Option(help="only these tasks (repeatable)")] = [],  # noqa: B006
+) -> None:
+    """Train, attack and explain every (task, variant, seed) of a study; resumes if stopped."""
+    from datetime import UTC, datetime
+
+    from training.reproduce import StudyFolders, load_study, run_study
+
+    study = load_study(config)
+    folders = StudyFolders(
+        work=work or Path("var/reproduce") / study.name,
+        out=out or Path("docs/results") / f"reproduce-{study.name}",
+    )
+
+    def log(message: str) -> None:
+        typer.echo(f"{datetime.now(UTC):%H:%M:%S} {message}")
+
+    run_study(study, folders, config.read_text(), task or None, log)
+
+
 def main() -> None:
     """Errors a user can fix are printed as one line, not a traceback."""
     from training.data.base import DatasetError

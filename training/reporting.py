@@ -5,11 +5,19 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 
-from training.robustness import RobustnessReport
+from training.robustness import PairComparison, RobustnessReport
 
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def difference_interval(comparison: PairComparison) -> str:
+    """`` [low, high]`` of a pair's difference in points, or nothing for older reports."""
+    if comparison.difference_ci95_points is None:
+        return ""
+    low, high = comparison.difference_ci95_points
+    return f" [{low:+.1f}, {high:+.1f}]"
 
 
 def markdown_table(report: RobustnessReport) -> str:
@@ -31,7 +39,8 @@ def markdown_table(report: RobustnessReport) -> str:
     if report.comparisons:
         lines += [
             "",
-            "| attack | ε | A | B | A − B (points) | relative % | A only / B only | McNemar p |",
+            "| attack | ε | A | B | A − B (points) [95% CI] | relative % | A only / B only "
+            "| McNemar p |",
             "|---|---:|---|---|---:|---:|---:|---:|",
         ]
         for c in report.comparisons:
@@ -42,7 +51,7 @@ def markdown_table(report: RobustnessReport) -> str:
             )
             lines.append(
                 f"| {c.attack} | {c.epsilon:g} | {c.model_a} | {c.model_b} "
-                f"| {c.difference_points:+.1f} | {relative} "
+                f"| {c.difference_points:+.1f}{difference_interval(c)} | {relative} "
                 f"| {c.only_a_correct} / {c.only_b_correct} | {c.mcnemar_p:.3g} |"
             )
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from training.explain.compare import (
     aggregate,
     compare_maps,
 )
-from training.stats import mcnemar_exact_p, wilson_interval
+from training.stats import mcnemar_exact_p, paired_difference_interval, wilson_interval
 
 REPORT_SCHEMA_VERSION = 1
 PIXEL_SPACE = "raw pixels in [0, 255]; epsilon in pixel units (epsilon=2 means 2/255)"
@@ -148,6 +148,9 @@ class PairComparison(BaseModel):
     robust_accuracy_a: float
     robust_accuracy_b: float
     difference_points: float = Field(description="(A - B) in percentage points")
+    difference_ci95_points: tuple[float, float] | None = Field(
+        None, description="95 % interval of (A - B) in points, paired (Agresti-Min)"
+    )
     relative_difference_percent: float | None = Field(description="(A - B) / B in %")
     only_a_correct: int
     only_b_correct: int
@@ -412,6 +415,9 @@ def _compare(
         robust_accuracy_a=acc_a,
         robust_accuracy_b=acc_b,
         difference_points=100.0 * (acc_a - acc_b),
+        difference_ci95_points=tuple(
+            100.0 * bound for bound in paired_difference_interval(only_a, only_b, len(ok_a))
+        ),
         relative_difference_percent=100.0 * (acc_a - acc_b) / acc_b if acc_b > 0 else None,
         only_a_correct=only_a,
         only_b_correct=only_b,

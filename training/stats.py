@@ -38,3 +38,19 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     k = min(only_a, only_b)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2.0 * tail)
+
+
+def paired_difference_interval(
+    only_a: int, only_b: int, n: int, z: float = Z_95
+) -> tuple[float, float]:
+    """95 % interval for acc(A) − acc(B) on the same n images (Agresti–Min adjusted Wald).
+
+    Only the discordant pairs carry information about a paired difference; adding ½ to each of
+    the four cells (so ``n`` grows by 2) keeps the interval sensible when they are few or zero.
+    """
+    if n == 0:
+        return -1.0, 1.0
+    a, b, total = only_a + 0.5, only_b + 0.5, n + 2
+    difference = (a - b) / total
+    half = z * math.sqrt(max(a + b - (a - b) ** 2 / total, 0.0)) / total
+    return max(-1.0, difference - half), min(1.0, difference + half)

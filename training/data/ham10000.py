@@ -95,3 +95,24 @@ def _source_split(splits_csv: Path, kept: list[tuple[dict[str, str], str]]) -> n
             )
         split.append(row["split"])
     return np.array(split)
+
+
+LESION_MASKS_FILE = "lesion_masks_200x150.npz"
+
+
+def load_lesion_masks(masks_file: str | Path, image_paths: tuple[str, ...]) -> np.ndarray:
+    """The binary lesion masks ``(N, H, W)`` (1 = lesion) of the images at ``image_paths``.
+
+    Masks are matched by image id (the file's stem), never by position, so a subset or a
+    reordered dataset gets the right mask for every image.
+    """
+    with np.load(masks_file) as archive:
+        ids, masks = archive["image_ids"], archive["masks"]
+    position = {str(image_id): i for i, image_id in enumerate(ids)}
+    wanted = [Path(path).stem for path in image_paths]
+    missing = [image_id for image_id in wanted if image_id not in position]
+    if missing:
+        raise DatasetError(
+            f"{masks_file}: no lesion mask for {len(missing)} images, e.g. {missing[0]}"
+        )
+    return masks[[position[image_id] for image_id in wanted]].astype(bool)

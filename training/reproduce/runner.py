@@ -1,0 +1,264 @@
+"""Run a study end to end, resumably: train every (task, variant, seed), attack, explain, publish.
+
+Every step leaves its result on disk before the next starts, and is skipped when that result is
+already there and was made from the same inputs:
+
+- a trained model is the store entry named ``<study>-<task>-<variant>-s<seed>`` whose recorded
+  training spec equals the one the config asks for (a half-finished run resumes from its
+  checkpoint directory instead);
+- an evaluation is the per-image outcomes file in the work folder, reused only when it was made
+  for the same model hashes and attack spec.
+
+So a study interrupted at any point (a session ending, a machine going away) continues with the
+same command, and a finished one re-renders its results folder in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.data.ham10000 import load_lesion_masks
+from training.data.registry import resolve_path
+from training.evaluation import evaluate_stored, evaluation_samples, model_identity
+from training.explain.cam import get_method
+from training.pipeline import prepared_arrays
+from training.reporting import markdown_table, robustness_curve_png
+from training.reproduce.config import StudyConfig, TaskSpec, VariantSpec
+from training.reproduce.localization import (
+    CLEAN,
+    LocalizationReport,
+    adversarial_images,
+    heatmap_panel,
+    localization_report,
+    true_class_maps,
+)
+from training.reproduce.summary import TaskResult, summary_markdown
+from training.robustness import RobustnessReport, ShardResult, build_report
+from training.store import ModelManifest, ModelStore, code_version
+from training.workflow import train_and_store
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StudyFolders:
+    """``work``: models, checkpoints, cached outcomes (large, unpublished); ``out``: results."""
+
+    work: Path
+    out: Path
+
+    @property
+    def store(self) -> ModelStore:
+        return ModelStore(self.work / "models")
+
+    def checkpoints(self, model_name: str) -> Path:
+        return self.work / "checkpoints" / model_name
+
+    def outcomes(self, task: str, seed: int) -> Path:
+        return self.work / "outcomes" / f"{task}-s{seed}.json"
+
+    def results(self, task: str, seed: int) -> Path:
+        return self.out / task / f"seed{seed}"
+
+
+def run_study(
+    config: StudyConfig,
+    folders: StudyFolders,
+    config_text: str,
+    tasks: list[str] | None = None,
+    log: Log = print,
+) -> list[TaskResult]:
+    """Run (or resume) ``tasks`` (default: all) and write the results folder; see module doc."""
+    selected = [config.task(name) for name in tasks] if tasks else config.tasks
+    folders.out.mkdir(parents=True, exist_ok=True)
+    (folders.out / "config.yaml").write_text(config_text)
+    results: list[TaskResult] = []
+    for task in selected:
+        for seed in config.seeds:
+            manifests = [
+                ensure_trained(config, task, v, seed, folders, log) for v in config.variants
+            ]
+            report = ensure_evaluated(config, task, seed, manifests, folders, log)
+            results.append(publish_task(config, task, seed, manifests, report, folders, log))
+    _write_summary(config, folders, log)
+    return results
+
+
+def ensure_trained(
+    config: StudyConfig,
+    task: TaskSpec,
+    variant: VariantSpec,
+    seed: int,
+    folders: StudyFolders,
+    log: Log,
+) -> ModelManifest:
+    """The stored model of (task, variant, seed), trained (or resumed) first if missing."""
+    spec = config.training_spec(task, variant, seed)
+    store = folders.store
+    if spec.name in store.names():
+        manifest = store.manifest(spec.name)
+        if manifest.training_spec != spec.model_dump(mode="json"):
+            raise RuntimeError(
+                f"{manifest.ref} in {folders.work} was trained from a different spec than the "
+                "config now asks for; use a new work folder (or delete that model) to retrain"
+            )
+        log(f"[{task.name} s{seed}] {variant.name}: stored as {manifest.ref}, reused")
+        return manifest
+    log(f"[{task.name} s{seed}] {variant.name}: training {spec.name}")
+    manifest = train_and_store(spec, store, folders.checkpoints(spec.name), verbose=0)
+    test = manifest.metrics.get("test")
+    log(
+        f"[{task.name} s{seed}] {variant.name}: stored {manifest.ref}, best epoch "
+        f"{manifest.best_epoch}/{manifest.epochs_run}"
+        + (f", test balanced accuracy {test.balanced_accuracy:.3f}" if test else "")
+    )
+    return manifest
+
+
+def ensure_evaluated(
+    config: StudyConfig,
+    task: TaskSpec,
+    seed: int,
+    manifests: list[ModelManifest],
+    folders: StudyFolders,
+    log: Log,
+) -> RobustnessReport:
+    """The robustness report of the task's models, from cached outcomes when they still apply."""
+    spec = config.evaluation.evaluation_spec(seed)
+    path = folders.outcomes(task.name, seed)
+    wanted = [model_identity(m) for m in manifests]
+    if path.is_file():
+        cached = ShardResult.model_validate_json(path.read_text())
+        if cached.spec == spec and cached.models == wanted:
+            log(f"[{task.name} s{seed}] evaluation: cached outcomes reused")
+            return build_report(cached, code_version())
+    log(f"[{task.name} s{seed}] evaluation: attacking {len(manifests)} models")
+    outcomes = evaluate_stored(
+        folders.store,
+        [m.ref for m in manifests],
+        task.dataset,
+        spec,
+        split="test",
+        limit=config.evaluation.limit,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(outcomes.model_dump_json())
+    return build_report(outcomes, code_version())
+
+
+def publish_task(
+    config: StudyConfig,
+    task: TaskSpec,
+    seed: int,
+    manifests: list[ModelManifest],
+    report: RobustnessReport,
+    folders: StudyFolders,
+    log: Log,
+) -> TaskResult:
+    """Write the task's report, tables, curves, heatmap panel, lesion scores and model hashes."""
+    out = folders.results(task.name, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "robustness.json").write_text(report.model_dump_json(indent=1))
+    (out / "robustness.md").write_text(markdown_table(report))
+    (out / "robustness.png").write_bytes(robustness_curve_png(report))
+    models = [
+        {
+            "variant": variant.name,
+            "ref": manifest.ref,
+            "weights_sha256": manifest.weights_sha256,
+            "code_version": manifest.code_version,
+            "data_fingerprint": manifest.data_fingerprint,
+            "best_epoch": manifest.best_epoch,
+            "epochs_run": manifest.epochs_run,
+            "training_spec": manifest.training_spec,
+            "metrics": {k: v.model_dump() for k, v in manifest.metrics.items()},
+        }
+        for variant, manifest in zip(config.variants, manifests, strict=True)
+    ]
+    (out / "models.json").write_text(json.dumps(models, indent=1))
+    explain_task(config, task, seed, manifests, folders, out, log)
+    log(f"[{task.name} s{seed}] results written to {out}")
+    return TaskResult.from_folder(config, task, seed, out)
+
+
+def explain_task(
+    config: StudyConfig,
+    task: TaskSpec,
+    seed: int,
+    manifests: list[ModelManifest],
+    folders: StudyFolders,
+    out: Path,
+    log: Log,
+) -> LocalizationReport | None:
+    """Grad-CAM clean vs attacked at the typical ε: example panel, and lesion scores if masked."""
+    plan = config.evaluation
+    cached = out / "localization.json"
+    panel = out / "heatmaps.png"
+    if panel.is_file() and (cached.is_file() or task.lesion_masks is None):
+        log(f"[{task.name} s{seed}] heatmaps: already written")
+        if cached.is_file():
+            return LocalizationReport.model_validate_json(cached.read_text())
+        return None
+    data, indices = evaluation_samples(task.dataset, "test", plan.limit, seed)
+    subset = data.subset(indices)
+    loaded = [folders.store.load(m.name, str(m.version)) for m in manifests]
+    pixels = prepared_arrays(subset, manifests[0].preprocess)
+    labels = subset.labels
+    cam = get_method(plan.explain)
+    conditions: dict[str, float | None] = {CLEAN: None}
+    conditions.update({attack.name: plan.typical_epsilon for attack in plan.attacks})
+    models = [(model_identity(m.manifest), m.model) for m in loaded]
+    maps: dict[tuple[str, str], np.ndarray] = {}
+    for (identity, model), variant in zip(models, config.variants, strict=True):
+        log(f"[{task.name} s{seed}] heatmaps: {variant.name}")
+        maps[(identity.key, CLEAN)] = true_class_maps(cam, model, pixels, labels, plan.batch_size)
+        for attack in plan.attacks:
+            attacked = adversarial_images(
+                model, attack, plan.typical_epsilon, seed, pixels, labels, indices, plan.batch_size
+            )
+            maps[(identity.key, attack.name)] = true_class_maps(
+                cam, model, attacked, labels, plan.batch_size
+            )
+    rows = _panel_rows(labels, plan.panel_images)
+    strongest = plan.attacks[-1].name
+    columns = {}
+    for (identity, _), variant in zip(models, config.variants, strict=True):
+        columns[f"{variant.name}\nclean"] = maps[(identity.key, CLEAN)][rows]
+        columns[f"{variant.name}\n{strongest} ε={plan.typical_epsilon:g}"] = maps[
+            (identity.key, strongest)
+        ][rows]
+    titles = [f"{data.class_names[labels[r]]} #{indices[r]}" for r in rows]
+    panel.write_bytes(heatmap_panel(pixels[rows], columns, titles))
+    if task.lesion_masks is None:
+        return None
+    masks = load_lesion_masks(resolve_path(task.lesion_masks), subset.paths)
+    report = localization_report(cam, models, maps, conditions, masks)
+    cached.write_text(report.model_dump_json(indent=1))
+    return report
+
+
+def _panel_rows(labels: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` images, one per class first (in class order), then the next ones."""
+    firsts = [int(np.flatnonzero(labels == k)[0]) for k in np.unique(labels)]
+    rest = [i for i in range(len(labels)) if i not in firsts]
+    return np.asarray((firsts + rest)[:count], dtype=np.int64)
+
+
+def _write_summary(config: StudyConfig, folders: StudyFolders, log: Log) -> None:
+    """The headline over every task published so far (also those of earlier invocations)."""
+    results = [
+        TaskResult.from_folder(config, task, seed, folders.results(task.name, seed))
+        for task in config.tasks
+        for seed in config.seeds
+        if (folders.results(task.name, seed) / "robustness.json").is_file()
+    ]
+    (folders.out / "summary.md").write_text(summary_markdown(config, results))
+    (folders.out / "summary.json").write_text(
+        json.dumps([r.headline_json(config) for r in results], indent=1)
+    )
+    log(f"summary of {len(results)} task runs written to {folders.out / 'summary.md'}")
