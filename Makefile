@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MEDROBUST_DATA_DIR ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint reproduce bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ test: $(STAMP)
 	./scripts/ensure-redis.sh
 	./scripts/ensure-pacs-tools.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The paper's study on the real data, resumable (rerun the same command after an interruption).
+REPRODUCE_CONFIG ?= configs/reproduce-cpu.yaml
+reproduce: $(STAMP)
+	$(BIN)/medrobust reproduce --config $(REPRODUCE_CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/ruff check training service tests bench

@@ -258,13 +258,15 @@ def reproduce(
         typer.Option(help="models, checkpoints, cached outcomes (default var/reproduce/NAME)"),
     ] = None,
     task: Annotated[list[str], typer.Option(help="only these tasks (repeatable)")] = [],  # noqa: B006
+    set_: Annotated[list[str], typer.Option("--set", help="override: weights=null")] = [],  # noqa: B006
 ) -> None:
     """Train, attack and explain every (task, variant, seed) of a study; resumes if stopped."""
     from datetime import UTC, datetime
 
     from training.reproduce import StudyFolders, load_study, run_study
 
-    study = load_study(config)
+    overrides = _parse_overrides(set_)
+    study = load_study(config, overrides)
     folders = StudyFolders(
         work=work or Path("var/reproduce") / study.name,
         out=out or Path("docs/results") / f"reproduce-{study.name}",
@@ -273,7 +275,7 @@ def reproduce(
     def log(message: str) -> None:
         typer.echo(f"{datetime.now(UTC):%H:%M:%S} {message}")
 
-    run_study(study, folders, config.read_text(), task or None, log)
+    run_study(study, folders, config.read_text(), task or None, log, overrides)
 
 
 def main() -> None:

@@ -92,6 +92,9 @@ class StudyConfig(BaseModel):
     name: str = Field(pattern=NAME)
     description: str
     seeds: list[int] = Field(min_length=1)
+    weights: str | None = Field(
+        None, description='backbone start for every variant: None, "imagenet" or a weights file'
+    )
     train: TrainConfig
     variants: list[VariantSpec] = Field(min_length=1)
     evaluation: AttackPlan
@@ -105,6 +108,8 @@ class StudyConfig(BaseModel):
         ):
             if len(set(names)) != len(names):
                 raise ValueError(f"{what} names must be unique, got {names}")
+        if any(v.model.weights is not None for v in self.variants):
+            raise ValueError("set backbone weights once, in the study's `weights`, not per variant")
         return self
 
     def task(self, name: str) -> TaskSpec:
@@ -119,7 +124,7 @@ class StudyConfig(BaseModel):
         return TrainingSpec(
             name=model_name(self.name, task.name, variant.name, seed),
             dataset=task.dataset,
-            model=variant.model,
+            model=variant.model.model_copy(update={"weights": self.weights}),
             preprocess=task.preprocess,
             train=TrainConfig.model_validate(recipe),
         )
@@ -130,6 +135,7 @@ def model_name(study: str, task: str, variant: str, seed: int) -> str:
     return f"{study}-{task}-{variant}-s{seed}"[:64]
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    """Read a study YAML file."""
-    return StudyConfig.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read a study YAML file and apply dotted ``overrides`` (``weights`` → None)."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    return StudyConfig.model_validate(apply_overrides(raw, overrides or {}))

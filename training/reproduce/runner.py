@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,11 +73,18 @@ def run_study(
     config_text: str,
     tasks: list[str] | None = None,
     log: Log = print,
+    overrides: dict[str, Any] | None = None,
 ) -> list[TaskResult]:
-    """Run (or resume) ``tasks`` (default: all) and write the results folder; see module doc."""
+    """Run (or resume) ``tasks`` (default: all) and write the results folder; see module doc.
+
+    ``config_text`` (the YAML as written) and ``overrides`` (command-line changes to it) are
+    published verbatim, so the folder says exactly what ran.
+    """
     selected = [config.task(name) for name in tasks] if tasks else config.tasks
     folders.out.mkdir(parents=True, exist_ok=True)
     (folders.out / "config.yaml").write_text(config_text)
+    if overrides:
+        (folders.out / "overrides.json").write_text(json.dumps(overrides, indent=1))
     results: list[TaskResult] = []
     for task in selected:
         for seed in config.seeds:

@@ -139,6 +139,8 @@ def summary_markdown(config: StudyConfig, results: list[TaskResult]) -> str:
         "",
         config.description.strip(),
         "",
+        f"Backbone start: {config.weights or 'random (from scratch)'}. Seeds: {config.seeds}.",
+        "",
         f"Attacks in raw pixel space [0, 255], ε in pixel units; typical ε = {typical:g}, "
         f"extreme ε = {extreme:g}. Robust accuracy in % with 95 % Wilson intervals; differences "
         "in points with paired 95 % intervals (Agresti–Min) and McNemar's exact p.",

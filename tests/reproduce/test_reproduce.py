@@ -1,0 +1,119 @@
+"""``medrobust reproduce`` on real data, tiny: train, attack, explain, publish, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.reproduce import StudyFolders, load_study, run_study
+
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+
+TINY_STUDY = {
+    "name": "tiny",
+    "description": "two tasks, three variants, one epoch: checks the plumbing, not the science",
+    "seeds": [0],
+    "train": {"epochs": 1, "batch_size": 16, "learning_rate": 0.001, "patience": 1},
+    "variants": [
+        {"name": "baseline", "model": {"architecture": "baseline"}},
+        {"name": "attention-paper", "model": {"architecture": "attention"}},
+        {
+            "name": "attention-datta",
+            "model": {"architecture": "attention", "attention_variant": "datta-reference"},
+        },
+    ],
+    "evaluation": {
+        "attacks": [{"name": "fgsm"}, {"name": "pgd", "params": {"steps": 2}}],
+        "epsilons": [0, 2, 16],
+        "typical_epsilon": 2,
+        "extreme_epsilon": 16,
+        "batch_size": 8,
+        "limit": 16,
+        "panel_images": 2,
+    },
+    "tasks": [
+        {
+            "name": "ham10000",
+            "title": "HAM10000",
+            "dataset": {
+                "kind": "ham10000",
+                "path": "ham10000_200x150",
+                "split": "source",
+                "limit_per_split": 24,
+            },
+            "preprocess": {"input_size": 32},
+            "lesion_masks": "ham10000_200x150/lesion_masks_200x150.npz",
+        },
+        {
+            "name": "retinamnist",
+            "title": "RetinaMNIST binary",
+            "caveat": "tiny",
+            "dataset": {
+                "kind": "medmnist",
+                "path": "retinamnist/retinamnist.npz",
+                "task": "retina-binary",
+                "split": "source",
+                "limit_per_split": 16,
+            },
+            "preprocess": {"input_size": 32},
+        },
+    ],
+}
+
+
+def test_study_runs_publishes_and_resumes(data_dir: Path, tmp_path: Path) -> None:
+    # One task with lesion masks, three variants: what the CPU test budget allows.
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump({**TINY_STUDY, "tasks": TINY_STUDY["tasks"][:1]}))
+    config = load_study(config_file)
+    folders = StudyFolders(work=tmp_path / "work", out=tmp_path / "results")
+    messages: list[str] = []
+    run_study(config, folders, config_file.read_text(), log=messages.append)
+
+    assert len(folders.store.names()) == 3
+    out = folders.results("ham10000", 0)
+    for name in ("robustness.json", "robustness.md", "robustness.png", "models.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "heatmaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "robustness.json").read_text())
+    assert report["n"] == 16 and len(report["models"]) == 3
+    hashes = {m["weights_sha256"] for m in json.loads((out / "models.json").read_text())}
+    assert hashes == {m["weights_sha256"] for m in report["models"]}
+    localization = json.loads((out / "localization.json").read_text())
+    assert [s["condition"] for s in localization["models"][0]["scores"]] == ["clean", "fgsm", "pgd"]
+    assert 0 < localization["chance_energy_inside"] < 1
+
+    summary = (folders.out / "summary.md").read_text()
+    assert "attention-datta" in summary and "McNemar" in summary and "pointing game" in summary
+    headline = json.loads((folders.out / "summary.json").read_text())
+    assert [h["task"] for h in headline] == ["ham10000"]
+    assert [c["variant"] for c in headline[0]["versus_baseline"]][::4] == [
+        "attention-paper",
+        "attention-datta",
+    ]
+    assert (folders.out / "config.yaml").read_text() == config_file.read_text()
+
+    # Run again: every model and evaluation is reused, nothing is retrained.
+    again: list[str] = []
+    run_study(config, folders, config_file.read_text(), log=again.append)
+    assert not any("training" in m for m in again)
+    assert sum("reused" in m for m in again) == 3 + 1
+    assert len(folders.store.names()) == 3
+
+
+def test_a_changed_recipe_is_not_silently_reused(data_dir: Path, tmp_path: Path) -> None:
+    # A task without lesion masks publishes no localization scores.
+    study = {**TINY_STUDY, "tasks": TINY_STUDY["tasks"][1:], "variants": TINY_STUDY["variants"][:1]}
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(study))
+    folders = StudyFolders(work=tmp_path / "work", out=tmp_path / "results")
+    run_study(load_study(config_file), folders, config_file.read_text(), log=lambda _: None)
+    assert (folders.results("retinamnist", 0) / "heatmaps.png").is_file()
+    assert not (folders.results("retinamnist", 0) / "localization.json").exists()
+    study["train"] = {**study["train"], "learning_rate": 0.01}
+    config_file.write_text(yaml.safe_dump(study))
+    with pytest.raises(RuntimeError, match="different spec"):
+        run_study(load_study(config_file), folders, config_file.read_text(), log=lambda _: None)
