@@ -12,6 +12,7 @@ failed or cancelled); a sender must resend after a failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -144,9 +145,17 @@ def run_pacs_dimse(ctx: WorkerContext, job: JobView) -> JobState | None:
         "DIMSE",
     )
     if state is not None:  # the job ended here: the received instances are no longer needed
-        for path in request.files:
-            Path(path).unlink(missing_ok=True)
+        _delete_spooled([Path(path) for path in request.files])
     return state
+
+
+def _delete_spooled(files: list[Path]) -> None:
+    """Delete the files, then their folders (the listener spools one per association) if empty."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in {path.parent for path in files}:
+        with contextlib.suppress(OSError):  # not empty: another job's files are still there
+            folder.rmdir()
 
 
 def pacs_dimse(self: Task, job_id: str, busy_checks: int = 0) -> None:

@@ -8,6 +8,8 @@ radiograph's study and patient. The model is a tiny untrained one: this checks t
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,33 @@ def test_unknown_study_and_unreachable_pacs_are_clear_errors(
     nowhere = dicomweb_client(f"http://127.0.0.1:{free_port()}/dicom-web", timeout_s=3)
     with pytest.raises(PacsError, match="is unreachable"):
         analyze_study(nowhere, "1.2.3.4", chest_model)
+
+
+def test_cli_analyze_study_prints_the_summary(
+    orthanc: Orthanc, chest_study: str, chest_store: tuple[Path, str]
+) -> None:
+    store_dir, ref = chest_store
+    command = [
+        sys.executable,
+        "-m",
+        "service.pacs.cli",
+        "analyze-study",
+        "--pacs",
+        orthanc.dicomweb_url,
+        "--study",
+        chest_study,
+        "--model",
+        ref,
+        "--store",
+        str(store_dir),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = StudySummary.model_validate_json(done.stdout)
+    assert (summary.seen, summary.analysed, summary.skipped) == (3, 1, 2)
+    assert "3/3 instance(s)" in done.stderr
+
+    missing = subprocess.run(
+        [*command[:7], "1.2.3.4", *command[8:]], capture_output=True, text=True, timeout=300
+    )
+    assert missing.returncode == 1 and "holds no study 1.2.3.4" in missing.stderr

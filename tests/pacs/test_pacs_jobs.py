@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,20 @@ def test_an_unreachable_pacs_or_unknown_study_fails_the_job_with_the_reason(
     assert job["state"] == "failed" and "holds no study 1.2.3.4.5" in job["error"], job
 
 
+def test_cli_submit_waits_for_the_job(pacs: PacsStack) -> None:
+    from jobs_fixtures import TOKEN
+
+    command = [
+        *(sys.executable, "-m", "service.pacs.cli", "submit", "--api", pacs.stack.url),
+        *("--token", TOKEN, "--pacs", "orthanc", "--study", pacs.study_uid),
+        *("--model", "chest-tiny", "--wait"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = json.loads(done.stdout)
+    assert job["state"] == "succeeded" and job["result"]["analysed"] == 1
+
+
 def test_a_dimse_job_sends_the_results_and_deletes_the_spooled_files(
     pacs: PacsStack, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -182,4 +198,4 @@ def test_a_dimse_job_sends_the_results_and_deletes_the_spooled_files(
     }
     assert {s["sop_instance_uid"] for s in result["stored"]} <= held
     assert len(pacs.orthanc.study_instances(study_uid)) == before  # nothing for the CT
-    assert not any(path.exists() for path in files)  # patient data does not linger
+    assert not spool.exists()  # patient data does not linger: files and their folder are gone
