@@ -126,7 +126,8 @@ def read_dicom(data: bytes | str | Path) -> Dataset:
         dataset = pydicom.dcmread(io.BytesIO(raw))
     except Exception as exc:  # untrusted bytes: any parser failure means a corrupt file
         raise NotDicomError(f"corrupt DICOM file: {exc}") from None
-    _transfer_syntax(dataset)
+    if not dataset.file_meta.get("TransferSyntaxUID"):
+        raise NotDicomError("corrupt DICOM file: its File Meta Information has no Transfer Syntax")
     return dataset
 
 

@@ -4,18 +4,29 @@ version and its weights' sha256."""
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+from pydicom.dataset import Dataset
 
 from service.api.inputs import ImageUpload
 from training.dicom import header_value
 from training.predict import Prediction
 from training.store import ModelManifest
 
-# ImageInfo field → the DICOM keyword it echoes: identifiers of the image, never of the patient.
-DICOM_INFO = {
-    "sop_instance_uid": "SOPInstanceUID",
-    "modality": "Modality",
-    "body_part_examined": "BodyPartExamined",
-}
+
+class DicomInfo(BaseModel):
+    """What identifies a DICOM source image, so results can be matched to it: image identifiers
+    and acquisition facts, never patient values."""
+
+    sop_instance_uid: str | None = Field(description="SOP Instance UID (0008,0018)")
+    modality: str | None = Field(description="Modality (0008,0060)")
+    body_part_examined: str | None = Field(description="Body Part Examined (0018,0015)")
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> DicomInfo:
+        return cls(
+            sop_instance_uid=header_value(dataset, "SOPInstanceUID") or None,
+            modality=header_value(dataset, "Modality") or None,
+            body_part_examined=header_value(dataset, "BodyPartExamined") or None,
+        )
 
 
 class ImageInfo(BaseModel):
@@ -25,28 +36,16 @@ class ImageInfo(BaseModel):
     width: int
     height: int
     frames: int = 1
-    sop_instance_uid: str | None = Field(
-        None, description="DICOM only: the source image's SOP Instance UID (no patient data)"
-    )
-    modality: str | None = Field(None, description="DICOM only: Modality (0008,0060)")
-    body_part_examined: str | None = Field(
-        None, description="DICOM only: Body Part Examined (0018,0015), when present"
-    )
+    dicom: DicomInfo | None = Field(None, description="DICOM input only")
 
     @classmethod
     def of(cls, upload: ImageUpload) -> ImageInfo:
-        dicom: dict[str, str | None] = {}
-        if upload.dataset is not None:
-            dicom = {
-                field: header_value(upload.dataset, keyword) or None
-                for field, keyword in DICOM_INFO.items()
-            }
         return cls(
             format=upload.format,
             width=upload.width,
             height=upload.height,
             frames=upload.frames,
-            **dicom,
+            dicom=DicomInfo.of(upload.dataset) if upload.dataset is not None else None,
         )
 
 

@@ -137,9 +137,11 @@ def test_predict_compressed_dicom_names_model_and_echoes_the_sop_instance(client
         "width": 64,
         "height": 64,
         "frames": 1,
-        "sop_instance_uid": dcmread(io.BytesIO(data)).SOPInstanceUID,
-        "modality": "MR",
-        "body_part_examined": None,
+        "dicom": {
+            "sop_instance_uid": dcmread(io.BytesIO(data)).SOPInstanceUID,
+            "modality": "MR",
+            "body_part_examined": None,
+        },
     }
     (prediction,) = body["predictions"]
     assert prediction["model"] == "derm-baseline" and prediction["version"] == 1
@@ -159,7 +161,7 @@ def test_explain_dicom_json_and_multipart(client):
     response = post_json(client, "/explain", data, method="gradcam")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["image"]["modality"] == "CT"
+    assert body["image"]["dicom"]["modality"] == "CT"
     (explanation,) = body["explanations"]
     assert explanation["model"] == "derm-baseline" and explanation["overlays"]["gradcam"]
     panel = post(client, "/explain", data, query={"format": "png"})

@@ -52,7 +52,13 @@ def test_multipart_upload_one_model(client, live_server):
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["image"] == {"format": "png", "width": 48, "height": 40, "frames": 1}
+    assert body["image"] == {
+        "format": "png",
+        "width": 48,
+        "height": 40,
+        "frames": 1,
+        "dicom": None,
+    }
     (prediction,) = body["predictions"]
     _check(prediction, live_server, "derm-baseline")
 
@@ -120,4 +126,11 @@ def test_dicom_upload(client):
         "/predict", files={"image": ("ct.dcm", data, "application/dicom")}, data={"task": "derm"}
     )
     assert response.status_code == 200, response.text
-    assert response.json()["image"] == {"format": "dicom", "width": 20, "height": 24, "frames": 1}
+    image = response.json()["image"]
+    assert {k: image[k] for k in ("format", "width", "height", "frames")} == {
+        "format": "dicom",
+        "width": 20,
+        "height": 24,
+        "frames": 1,
+    }
+    assert image["dicom"]["modality"] == "OT"
