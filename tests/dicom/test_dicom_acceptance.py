@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from dicom_factory import make_dicom
@@ -92,3 +94,18 @@ def test_manifests_written_before_accepts_still_load_as_accept_any():
     assert ModelManifest.model_validate(old).accepts.accepts_any
     new = ModelManifest.model_validate({**old, "accepts": CHEST.model_dump()})
     assert ModelManifest.model_validate_json(new.model_dump_json()).accepts == CHEST
+
+
+def test_accepts_from_the_command_line_overrides():
+    """``medrobust train --set 'accepts.modalities=[CR, DX]' --set accepts.body_parts=[CHEST]``"""
+    import yaml
+
+    from training.config import load_spec
+
+    overrides = {
+        "accepts.modalities": yaml.safe_load("[CR, DX]"),
+        "accepts.body_parts": yaml.safe_load("[chest]"),
+    }
+    config = Path(__file__).resolve().parents[2] / "configs" / "ham10000-cpu-64.yaml"
+    assert load_spec(config, overrides).accepts == CHEST
+    assert load_spec(config).accepts.accepts_any
