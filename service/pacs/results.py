@@ -13,6 +13,7 @@ constraints) are checked when they are created; ``dciodvfy`` checks them again i
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -277,7 +278,7 @@ def _source_header(source: Dataset) -> Dataset:
     header = Dataset()
     for keyword in (*SOURCE_KEYWORDS, *STUDY_KEYWORDS):
         if keyword in source:
-            header[keyword] = source[keyword]
+            header[keyword] = copy.deepcopy(source[keyword])  # never alter the caller's source
         elif keyword in STUDY_KEYWORDS:
             setattr(header, keyword, "")
     return header
@@ -290,8 +291,7 @@ def _without_study_values(header: Dataset) -> Dataset:
     dubious (a patient name included) or refuses it; a PACS holds plenty of such values. So the
     objects are built blank and :func:`_copy_study` copies the values verbatim afterwards.
     """
-    blank = Dataset()
-    blank.update(header)
+    blank = copy.deepcopy(header)
     for keyword in STUDY_KEYWORDS:
         if keyword != "StudyInstanceUID":
             setattr(blank, keyword, "")
@@ -300,7 +300,7 @@ def _without_study_values(header: Dataset) -> Dataset:
 
 def _copy_study(header: Dataset, result: Dataset) -> None:
     for keyword in STUDY_KEYWORDS:
-        result[keyword] = header[keyword]
+        result[keyword] = copy.deepcopy(header[keyword])
 
 
 def _analysed_frames(source: Dataset) -> list[int] | None:

@@ -7,6 +7,7 @@ and pydicom's multi-frame YBR ultrasound ``examples_ybr_color.dcm``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import shutil
@@ -113,7 +114,9 @@ def test_sr_names_the_finding_the_model_and_the_source(source: Dataset, tmp_path
     assert sr.Modality == "SR"
     assert sr.StudyInstanceUID == source.StudyInstanceUID
     assert sr.SeriesInstanceUID != source.SeriesInstanceUID
-    assert sr.PatientID == source.PatientID
+    assert sr.PatientID == source.PatientID and sr.PatientID
+    assert sr.PatientName == source.PatientName
+    assert sr.StudyDate == source.StudyDate
     assert "NOT FOR DIAGNOSIS" in sr.SeriesDescription
 
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
@@ -169,6 +172,13 @@ def test_sc_is_the_overlay_labelled_derived(source: Dataset, tmp_path: Path) -> 
     assert reference.ReferencedSOPClassUID == source.SOPClassUID
     if int(source.get("NumberOfFrames") or 1) > 1:
         assert reference.ReferencedFrameNumber == 1  # only the first frame is analysed
+
+
+def test_building_leaves_the_source_as_it_was(source: Dataset) -> None:
+    before = copy.deepcopy(source)
+    build_structured_report(source, FINDING, MODEL)
+    build_secondary_capture(source, overlay_for(source), MODEL)
+    assert source == before
 
 
 def test_results_repeat_nothing_else_from_the_source(tmp_path: Path) -> None:
