@@ -220,8 +220,9 @@ def build_secondary_capture(
     Source Image Sequence pointing at the source image, a Series Description and Image Comments
     saying it is not for diagnosis. The overlay keeps the source image's geometry (it is drawn
     over the whole image, only scaled), so the source's Patient Orientation still holds and is
-    copied; when the source has none it is written empty (Type 2: unknown). Burned In Annotation
-    and Lossy Image Compression are inherited from the source, whose pixels the overlay shows.
+    copied; when the source has none it is written empty (Type 2: unknown). Laterality, Burned
+    In Annotation and Lossy Image Compression are inherited from the source, whose pixels the
+    overlay shows.
     """
     rgb = np.asarray(overlay_rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -248,9 +249,12 @@ def build_secondary_capture(
     )
     _copy_study(header, sc)
     sc.PatientOrientation = source.get("PatientOrientation", "")
-    # Type 2C; the overlay shows the source's body part, so it has the source's laterality
+    # the overlay shows the source's body part, so it has the source's laterality; Type 2C:
+    # absent for an unpaired part ("U"), empty when unknown. (Body Part Examined is not copied:
+    # with it, validators demand a laterality value for paired parts that the source lacks.)
     laterality = source.get("Laterality") or source.get("ImageLaterality")
-    sc.Laterality = laterality if laterality in ("L", "R") else ""
+    if laterality != "U":
+        sc.Laterality = laterality if laterality in ("L", "R") else ""
     sc.ImageType = ["DERIVED", "SECONDARY"]
     at_layer = f" at layer {layer}" if layer else ""
     sc.DerivationDescription = (
