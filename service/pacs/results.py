@@ -251,7 +251,8 @@ def build_secondary_capture(
     sc.PatientOrientation = source.get("PatientOrientation", "")
     # the overlay shows the source's body part, so it has the source's laterality; Type 2C:
     # absent for an unpaired part ("U"), empty when unknown. (Body Part Examined is not copied:
-    # with it, validators demand a laterality value for paired parts that the source lacks.)
+    # with it, the condition becomes "absent if unpaired, a value if paired", which would need
+    # a table of paired body parts to meet when the source states no laterality.)
     laterality = source.get("Laterality") or source.get("ImageLaterality")
     if laterality != "U":
         sc.Laterality = laterality if laterality in ("L", "R") else ""
