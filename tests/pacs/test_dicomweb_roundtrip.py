@@ -111,6 +111,11 @@ def test_round_trip_stores_sr_and_sc_in_the_study(
     sc = orthanc_file(orthanc, found[stored["sc"].sop_instance_uid]["ID"])
     assert (sr.SOPClassUID, sc.SOPClassUID) == (COMPREHENSIVE_SR, SECONDARY_CAPTURE)
     assert sr.StudyInstanceUID == sc.StudyInstanceUID == chest_study
+    # the same patient, so Orthanc files them under the source's study, not a new patient's
+    source_id = found[source.sop_instance_uid]["ID"]
+    source_tags = orthanc.get(f"/instances/{source_id}/simplified-tags")
+    assert sr.PatientID == sc.PatientID == source_tags["PatientID"] != ""
+    assert len(orthanc.get("/studies")) == 1
     assert sc.PhotometricInterpretation == "RGB" and "DERIVED" in sc.ImageType
 
     # the SR names the model, its version and its weights' sha256, and references the source
