@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from training.config import TrainingSpec
 from training.data.ham10000 import load_lesion_masks
 from training.data.registry import resolve_path
 from training.evaluation import evaluate_stored, evaluation_samples, model_identity
@@ -110,7 +111,8 @@ def ensure_trained(
     store = folders.store
     if spec.name in store.names():
         manifest = store.manifest(spec.name)
-        if manifest.training_spec != spec.model_dump(mode="json"):
+        # Validated again so fields added to TrainingSpec since (with defaults) compare equal.
+        if TrainingSpec.model_validate(manifest.training_spec or {}) != spec:
             raise RuntimeError(
                 f"{manifest.ref} in {folders.work} was trained from a different spec than the "
                 "config now asks for; use a new work folder (or delete that model) to retrain"
