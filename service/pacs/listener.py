@@ -8,9 +8,9 @@ destination.
 
 - Only calling AE titles in ``dimse_allowed_calling_aets`` may associate (pynetdicom rejects the
   rest with "calling AE title not recognised"), and only when they call our AE title.
-- Only image storage SOP classes are accepted, in every transfer syntax this installation can
-  decode (uncompressed, deflated, JPEG, JPEG-LS, JPEG 2000, RLE: pydicom's decoders and the
-  pylibjpeg plugins), so nothing is accepted that the job could not read.
+- Only image storage SOP classes (and C-ECHO) are accepted, in every transfer syntax this
+  installation can decode (uncompressed, deflated, JPEG, JPEG-LS, JPEG 2000, RLE: pydicom's
+  decoders and the pylibjpeg plugins), so nothing is accepted that the job could not read.
 - Each instance is spooled as a reduced copy: the patient/study values the results must repeat,
   the UIDs they reference, and the pixel data with the attributes needed to render it. Everything
   else (institution, operators, private tags ...) is dropped before anything touches the disk.
@@ -39,7 +39,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import _STORAGE_CLASSES
+from pynetdicom.sop_class import _STORAGE_CLASSES, Verification
 
 from service.config import Settings, get_settings
 from service.pacs.results import MANUFACTURER, SOURCE_KEYWORDS, STUDY_KEYWORDS
@@ -58,7 +58,6 @@ SPOOL_KEYWORDS = (
     "PatientOrientation",
     "Laterality",
     "ImageLaterality",
-    "Manufacturer",
     "SharedFunctionalGroupsSequence",
     "PerFrameFunctionalGroupsSequence",
 )
@@ -130,6 +129,7 @@ class Listener:
         syntaxes = decodable_transfer_syntaxes()
         for sop_class in image_storage_classes():
             self.ae.add_supported_context(sop_class, syntaxes)
+        self.ae.add_supported_context(Verification)  # C-ECHO: how a PACS admin tests a node
         self._server = None
 
     def start(self) -> None:

@@ -194,8 +194,12 @@ def test_storescu_push_is_spooled_reduced_and_queued(node: Node, data_dir: Path)
     assert not [v for v in patient_values(chest, compressed) if v in said], said
 
 
-def test_disallowed_calling_ae_title_is_rejected(node: Node) -> None:
+def test_calling_and_called_ae_titles_are_checked(node: Node) -> None:
     folders = set(node.spool.iterdir()) if node.spool.exists() else set()
+    echo = ["echoscu", "-aec", AE_TITLE, "127.0.0.1", str(node.port)]
+    allowed = subprocess.run([*echo, "-aet", ALLOWED], capture_output=True, text=True, timeout=60)
+    assert allowed.returncode == 0, allowed.stderr  # C-ECHO, how a PACS admin tests a node
+
     refused = storescu(node.port, _dicom("CT_small.dcm"), calling="INTRUDER")
     assert refused.returncode != 0
     assert "Calling AE Title Not Recognized" in refused.stdout + refused.stderr
