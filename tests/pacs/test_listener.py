@@ -30,6 +30,7 @@ from pydicom.data import get_testdata_file
 
 from service.config import Settings
 from service.jobs.repository import JobRepository
+from service.pacs.results import ModelInfo, build_secondary_capture
 from training.dicom import dicom_to_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,6 +209,18 @@ def test_calling_and_called_ae_titles_are_checked(node: Node) -> None:
     wrong_called = storescu(node.port, _dicom("CT_small.dcm"), called="SOMEONE_ELSE")
     assert wrong_called.returncode != 0
     assert "Called AE Title Not Recognized" in wrong_called.stdout + wrong_called.stderr
+    assert (set(node.spool.iterdir()) if node.spool.exists() else set()) == folders
+
+
+def test_our_own_results_sent_back_are_ignored(node: Node, tmp_path: Path) -> None:
+    """A PACS routing everything to the node must not make it analyse its own overlays."""
+    source = pydicom.dcmread(_dicom("CT_small.dcm"))
+    overlay = np.zeros((int(source.Rows), int(source.Columns), 3), np.uint8)
+    ours = build_secondary_capture(source, overlay, ModelInfo("chest", 1, "0" * 64))
+    ours.save_as(tmp_path / "sc.dcm", enforce_file_format=True)
+    folders = set(node.spool.iterdir()) if node.spool.exists() else set()
+    assert storescu(node.port, tmp_path / "sc.dcm").returncode == 0
+    wait_for(node.log, r"our own result object, ignored", node.process, 30)
     assert (set(node.spool.iterdir()) if node.spool.exists() else set()) == folders
 
 
