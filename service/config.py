@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scope = str  # "predict" | "explain" | "jobs" | "admin"
+AETitle = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
 ALL_SCOPES = ("predict", "explain", "jobs", "admin")
 
 
@@ -76,13 +78,13 @@ class Settings(BaseSettings):
     # the DIMSE "AI node" (service/pacs/listener.py): receives images by C-STORE, queues their
     # analysis, C-STOREs the SR + Secondary Capture to the destination
     dimse_enabled: bool = Field(False, description="make run also starts the DIMSE listener")
-    dimse_ae_title: str = Field("MEDROBUST", min_length=1, max_length=16, description="our AE")
+    dimse_ae_title: AETitle = Field("MEDROBUST", description="our AE title")
     dimse_host: str = Field("127.0.0.1", description="address the listener binds")
     dimse_port: int = Field(11112, ge=1, le=65535)
-    dimse_allowed_calling_aets: list[str] = Field(
+    dimse_allowed_calling_aets: list[AETitle] = Field(
         default_factory=list, description="calling AE titles accepted; empty refuses everyone"
     )
-    dimse_destination_ae: str | None = Field(None, max_length=16, description="results go here")
+    dimse_destination_ae: AETitle | None = Field(None, description="results go here")
     dimse_destination_host: str = "127.0.0.1"
     dimse_destination_port: int | None = Field(None, ge=1, le=65535)
     dimse_spool_dir: Path | None = Field(

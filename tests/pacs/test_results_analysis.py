@@ -12,34 +12,18 @@ from pydicom.data import get_testdata_file
 from test_results_dicom import dciodvfy
 
 from service.pacs.analysis import analyze_dataset
-from training.dicom import DicomAcceptance, ModalityMismatchError, NoPixelDataError, dicom_to_image
+from training.dicom import ModalityMismatchError, NoPixelDataError, dicom_to_image
 from training.predict import predict_images
 from training.store import LoadedModel
 
-CLASSES = ["normal", "pneumothorax"]
-
 
 @pytest.fixture(scope="module")
-def chest_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    """A 32-px baseline declaring CR/DX chest images, as a chest model would."""
-    import keras
+def chest_model(chest_store: tuple[Path, str]) -> LoadedModel:
+    """The PACS tests' tiny untrained 32-px baseline declaring CR/DX chest images."""
+    from training.store import ModelStore, parse_model_ref
 
-    from training.models import ArchitectureConfig, build_from_config
-    from training.preprocess import PreprocessConfig
-    from training.store import ModelStore
-
-    keras.utils.set_random_seed(0)
-    store = ModelStore(tmp_path_factory.mktemp("store"))
-    config = ArchitectureConfig(architecture="baseline", num_classes=2, input_size=32)
-    store.save(
-        build_from_config(config),
-        "chest",
-        config,
-        PreprocessConfig(input_size=32),
-        CLASSES,
-        accepts=DicomAcceptance(modalities=["CR", "DX"], body_parts=["CHEST"]),
-    )
-    return store.load("chest", "latest")
+    store_dir, ref = chest_store
+    return ModelStore(store_dir).load(*parse_model_ref(ref))
 
 
 def _read(name: str) -> Dataset:
@@ -73,8 +57,9 @@ def test_chest_radiograph_gives_valid_sr_and_sc(
 
     expected = predict_images(chest_model, [dicom_to_image(source)])[0]
     reported = _sr_probabilities(results.sr)
-    assert reported.keys() == set(CLASSES)
-    for name in CLASSES:
+    classes = chest_model.manifest.class_names
+    assert reported.keys() == set(classes)
+    for name in classes:
         assert reported[name] == pytest.approx(expected.probabilities[name], abs=1e-5)
     manifest = chest_model.manifest
     assert manifest.weights_sha256 in results.sc.DerivationDescription
