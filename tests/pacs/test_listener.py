@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
-from orthanc import Orthanc, free_port
+from orthanc import Modality, Orthanc, free_port
 from pydicom.data import get_testdata_file
 
 from service.config import Settings
@@ -73,7 +74,7 @@ def listener_settings(
         "MEDROBUST_DATA_DIR": str(root),
         "MEDROBUST_DIMSE_AE_TITLE": AE_TITLE,
         "MEDROBUST_DIMSE_PORT": str(port),
-        "MEDROBUST_DIMSE_ALLOWED_CALLING_AETS": json.dumps([ALLOWED]),
+        "MEDROBUST_DIMSE_ALLOWED_CALLING_AETS": json.dumps([ALLOWED, "ORTHANC"]),
         "MEDROBUST_DIMSE_DESTINATION_AE": "ORTHANC",
         "MEDROBUST_DIMSE_DESTINATION_PORT": str(destination_port),
         "MEDROBUST_DIMSE_MODEL": model,
@@ -250,6 +251,7 @@ def test_make_run_node_sends_sr_and_sc_to_orthanc(
     """storescu → listener → job → worker → C-STORE → Orthanc holds SR + SC in the study.
 
     Started as ``make run`` starts it (``python -m service`` with ``MEDROBUST_DIMSE_ENABLED``).
+    Then Orthanc itself routes the image to the node, and the re-run leaves one SR and one SC.
     """
     store_dir, model = chest_store
     port = free_port()
@@ -301,15 +303,43 @@ def test_make_run_node_sends_sr_and_sc_to_orthanc(
         while time.monotonic() < deadline and list(spool.rglob("*.dcm")):
             time.sleep(0.5)
         assert not list(spool.rglob("*.dcm")), "the job left spooled patient data behind"
+
+        # the PACS routes the image to the node itself (Orthanc's "send to modality"); the same
+        # model on the same image gives the same UIDs, so Orthanc still holds one SR and one SC
+        orthanc.put_modality("medrobust", Modality(AE_TITLE, "127.0.0.1", port))
+        stored = orthanc.upload(chest)
+        routed = httpx.post(
+            f"{orthanc.url}/modalities/medrobust/store",
+            json={"Resources": [stored["ID"]], "Synchronous": True},
+            timeout=120,
+        )
+        assert routed.status_code == 200, routed.text
+        again = wait_for(log, r"queued job (\S+): 1 instance\(s\) from ORTHANC", service, 60)
+        assert job_state(tmp_path / "state", again.group(1), service) == "succeeded"
+        assert len(orthanc.study_instances(source.StudyInstanceUID)) == 3  # source, SR, SC
     finally:
         stop(service)
     said = log.read_text(errors="replace")
     assert not [v for v in patient_values(chest) if v in said]
 
 
-def _orthanc_file(orthanc: Orthanc, instance_id: str) -> bytes:
-    import httpx
+def job_state(state_dir: Path, job_id: str, process: subprocess.Popen) -> str:
+    """The job's state once it has ended (or after 300 s)."""
+    repo = JobRepository(Settings(state_dir=state_dir).resolved_database_url)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            job = repo.get(job_id)
+            if job is not None and job.state.value in ("succeeded", "failed", "cancelled"):
+                return job.state.value
+            time.sleep(0.5)
+        job = repo.get(job_id)
+        return job.state.value if job else "missing"
+    finally:
+        repo.dispose()
 
+
+def _orthanc_file(orthanc: Orthanc, instance_id: str) -> bytes:
     response = httpx.get(f"{orthanc.url}/instances/{instance_id}/file", timeout=30)
     response.raise_for_status()
     return response.content
