@@ -162,6 +162,7 @@ def _dicom(name: str) -> Path:
     return Path(get_testdata_file(name))
 
 
+@pytest.mark.data
 def test_storescu_push_is_spooled_reduced_and_queued(node: Node, data_dir: Path) -> None:
     chest = data_dir / "dicom_samples" / "RG1_UNCR.dcm"
     compressed = _dicom("MR_small_jp2klossless.dcm")  # JPEG 2000 lossless, offered as such
