@@ -36,12 +36,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: QIDO-RS attributes we ask for (tags as DICOM JSON keys)
-MODALITY, SERIES_UID, SOP_CLASS, SOP_UID = "00080060", "0020000E", "00080016", "00080018"
-ROWS, MANUFACTURER_TAG, INSTANCE_NUMBER = "00280010", "00080070", "00200013"
-QUERY_FIELDS = (MODALITY, SERIES_UID, SOP_CLASS, ROWS, MANUFACTURER_TAG, INSTANCE_NUMBER)
+MODALITY, SERIES_UID, SOP_UID = "00080060", "0020000E", "00080018"
+MANUFACTURER_TAG, INSTANCE_NUMBER = "00080070", "00200013"
+QUERY_FIELDS = (MODALITY, SERIES_UID, MANUFACTURER_TAG, INSTANCE_NUMBER)
 #: retrieve the instance in the transfer syntax it was stored in (the decoder handles compression)
 AS_STORED = (("application/dicom", "*"),)
-#: modalities that never carry an image to classify
+#: modalities that never carry an image to classify (other non-images are retrieved, then
+#: refused by the decoder: not every PACS answers QIDO with Rows, so "no Rows" proves nothing)
 NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC", "RTPLAN", "RTSTRUCT", "REG", "SEG"})
 
 Progress = Callable[[int, int], None]
@@ -71,6 +72,14 @@ def _value(attributes: dict[str, Any], tag: str) -> Any:
     return values[0]
 
 
+def _number(attributes: dict[str, Any], tag: str) -> int:
+    """An IS value as an int for sorting; 0 when absent or malformed (order is cosmetic)."""
+    try:
+        return int(_value(attributes, tag) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _pacs_call(what: str, client: DICOMwebClient, call: Callable[[], Any]) -> Any:
     """Run one DICOMweb request; network and HTTP failures become a :class:`PacsError`."""
     try:
@@ -95,9 +104,7 @@ def list_instances(client: DICOMwebClient, study_uid: str) -> list[dict[str, Any
     )
     if not found:
         raise StudyNotFoundError(f"the PACS at {client.base_url} holds no study {study_uid}")
-    return sorted(
-        found, key=lambda i: (str(_value(i, SERIES_UID)), int(_value(i, INSTANCE_NUMBER) or 0))
-    )
+    return sorted(found, key=lambda i: (str(_value(i, SERIES_UID)), _number(i, INSTANCE_NUMBER)))
 
 
 def skip_reason(attributes: dict[str, Any]) -> str | None:
@@ -105,8 +112,6 @@ def skip_reason(attributes: dict[str, Any]) -> str | None:
     modality = _value(attributes, MODALITY)
     if modality in NON_IMAGE_MODALITIES:
         return f"not an image (modality {modality})"
-    if _value(attributes, ROWS) is None:
-        return "not an image (no Rows: no pixel data)"
     if _value(attributes, MANUFACTURER_TAG) == MANUFACTURER:
         return f"a {MANUFACTURER} result object, not a source image"
     return None

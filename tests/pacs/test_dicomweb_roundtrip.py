@@ -155,6 +155,16 @@ def test_a_second_run_is_idempotent(orthanc: Orthanc, chest_study: str, chest_mo
     assert len(reasons) == 2 and all(reasons.values())
 
 
+def test_allowing_a_modality_mismatch_analyses_the_ct_too(
+    orthanc: Orthanc, chest_study: str, chest_model: Any
+) -> None:
+    client = dicomweb_client(orthanc.dicomweb_url)
+    summary = analyze_study(client, chest_study, chest_model, check_modality=False)
+    assert (summary.seen, summary.analysed, summary.skipped) == (3, 2, 1)
+    assert {o.modality for o in summary.instances if o.status == "analysed"} == {"CR", "CT"}
+    assert len(orthanc.study_instances(chest_study)) == 7
+
+
 def test_unknown_study_and_unreachable_pacs_are_clear_errors(
     orthanc: Orthanc, chest_model: Any
 ) -> None:
