@@ -65,7 +65,8 @@ def test_ping_stats_and_a_job_recorded_before_it_is_sent(runtime: JobRuntime) ->
     job, created = runtime._submit(JobKind.training, {"name": "x"}, None)
     assert created and runtime.get(job.id).state == JobState.queued
     stats = runtime.stats()
-    assert stats["jobs"]["queued"] == 1 and stats["queues"] == {"training": 1, "evaluation": 0, "pacs": 0}
+    assert stats["jobs"]["queued"] == 1
+    assert stats["queues"] == {"training": 1, "evaluation": 0, "pacs": 0}
 
 
 def test_an_unreachable_broker_fails_the_job_instead_of_losing_it(tmp_path: Path) -> None:
