@@ -3,7 +3,8 @@
 The study is pushed with dcmtk's ``storescu``, as a modality would: the real CR chest radiograph
 ``RG1_UNCR.dcm`` (pydicom-data, from MEDROBUST_DATA_DIR) plus pydicom's ``CT_small.dcm`` (a CT:
 the chest model does not accept it) and ``rtplan.dcm`` (no image at all), both moved into the
-radiograph's study and patient. The model is a tiny untrained one: this checks the plumbing.
+radiograph's study and patient. A JPEG 2000 MR (pydicom's) checks that a compressed image
+travels as stored and is decoded. The model is a tiny untrained one: this checks the plumbing.
 """
 
 from __future__ import annotations
@@ -163,6 +164,22 @@ def test_allowing_a_modality_mismatch_analyses_the_ct_too(
     assert (summary.seen, summary.analysed, summary.skipped) == (3, 2, 1)
     assert {o.modality for o in summary.instances if o.status == "analysed"} == {"CR", "CT"}
     assert len(orthanc.study_instances(chest_study)) == 7
+
+
+def test_a_compressed_image_is_retrieved_as_stored_and_analysed(
+    orthanc: Orthanc, chest_model: Any
+) -> None:
+    from pydicom.data import get_testdata_file
+
+    path = Path(get_testdata_file("MR_small_jp2klossless.dcm"))  # JPEG 2000 lossless
+    orthanc.upload(path)
+    study_uid = str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+    client = dicomweb_client(orthanc.dicomweb_url)
+    summary = analyze_study(client, study_uid, chest_model, check_modality=False)
+
+    assert (summary.seen, summary.analysed) == (1, 1), summary.instances
+    assert len(orthanc.study_instances(study_uid)) == 3
 
 
 def test_unknown_study_and_unreachable_pacs_are_clear_errors(
