@@ -2,11 +2,12 @@
 
 Import explicitly (``from orthanc import ...``) or use the ``orthanc`` fixture of this folder's
 ``conftest.py``. Each server gets its own JSON configuration and temporary storage, HTTP and DICOM
-ports free on 127.0.0.1, HTTP answered only for loopback clients, authentication off, the
+ports that were free on 127.0.0.1 (Orthanc 1.10 has no bind-address option: it listens on all
+interfaces, but answers HTTP for loopback clients only), authentication off, the
 DICOMweb plugin (Debian ``orthanc-dicomweb``) under ``/dicom-web/``, and the DICOM modalities it
 is told about (our AI node among them) so that Orthanc can C-STORE to them. It accepts C-STOREs
-from any calling AE title (``DicomAlwaysAllowStore``) but only when called by its own AE title
-(``DicomCheckCalledAet``), which is what a hospital PACS does with a new AI node.
+from any calling AE title (``DicomAlwaysAllowStore``: the tests' senders need no registration)
+but only when called by its own AE title (``DicomCheckCalledAet``: a wrong destination fails).
 
 Nothing here is mocked: the tests talk DICOMweb, REST and DIMSE to the real server.
 """
