@@ -5,6 +5,8 @@ database a SQLite file there (set ``REDIS_URL`` / ``DATABASE_URL`` to use Redis 
 Ctrl-C (or SIGTERM) stops both: the API gracefully, the worker with a cold shutdown, which hands a
 running job back to the broker so the next start resumes it from its checkpoint. A second Ctrl-C
 kills both at once. If either child dies, the other is stopped and the exit status says so.
+On Linux the children also stop if the supervisor itself is killed (even by SIGKILL), so no
+worker is left behind consuming jobs for a service that is gone.
 With ``MEDROBUST_DIMSE_ENABLED=true`` a third child, the DIMSE listener
 (``python -m service.pacs.listener``), runs beside them and stops with them.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -106,6 +110,20 @@ def describe(settings: Settings) -> list[str]:
     return lines
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def _stop_signal(name: str) -> int:
+    """The worker: cold shutdown (running tasks are cancelled and requeued, not awaited)."""
+    return signal.SIGQUIT if name == "worker" else signal.SIGTERM
+
+
+def _stop_with_parent(sig: int) -> None:
+    """In the child before exec: ask Linux to send ``sig`` when the supervisor dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig))
+
+
 class Supervisor:
     """Starts the children in their own process groups and stops them together."""
 
@@ -118,7 +136,12 @@ class Supervisor:
     def start(self) -> None:
         for name, command in self.commands.items():
             # own session: a terminal's Ctrl-C reaches only us, and we decide what each child gets
-            self.children[name] = subprocess.Popen(command, env=self.env, start_new_session=True)
+            self.children[name] = subprocess.Popen(
+                command,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=functools.partial(_stop_with_parent, _stop_signal(name)),
+            )
             print(f"[medrobust] started {name} (pid {self.children[name].pid})", flush=True)
 
     def _signal(self, name: str, sig: int) -> None:
@@ -134,8 +157,7 @@ class Supervisor:
 
     def stop(self) -> None:
         for name in self.children:
-            # the worker: cold shutdown (running tasks are cancelled and requeued, not awaited)
-            self._signal(name, signal.SIGQUIT if name == "worker" else signal.SIGTERM)
+            self._signal(name, _stop_signal(name))
         deadline = time.monotonic() + self.grace_s
         while time.monotonic() < deadline and not self.forced:
             if all(child.poll() is not None for child in self.children.values()):
