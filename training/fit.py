@@ -1,6 +1,6 @@
 """Training with the paper's recipe, resumable after a crash, observable while it runs.
 
-:func:`train` builds the model, runs Keras ``fit`` over the tf.data pipeline and returns the model
+:func:`train` builds the model, runs Keras ``fit`` over the input pipeline and returns the model
 with its best weights restored plus metrics on the validation and test splits. Every epoch it
 writes a checkpoint (model + optimizer state, best weights, early-stopping state and history) to
 ``checkpoint_dir``; calling :func:`train` again with the same directory continues where it stopped.
@@ -17,14 +17,14 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from pydantic import BaseModel
 
+from training import gradients
 from training.config import TrainConfig, TrainingSpec
 from training.data.base import LabeledImages
 from training.metrics import ClassificationMetrics, classification_metrics, softmax
 from training.models.builders import ArchitectureConfig, build_from_config
-from training.pipeline import make_dataset
+from training.pipeline import Batches, make_dataset
 from training.preprocess import PreprocessConfig
 
 LAST_CHECKPOINT = "last.keras"
@@ -66,18 +66,16 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> dict[int,
     return {k: float(len(labels) / (num_classes * counts[k])) for k in range(num_classes)}
 
 
-def predict_logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+def predict_logits(model: keras.Model, dataset: Batches) -> tuple[np.ndarray, np.ndarray]:
     """Logits and integer labels over one pass of a ``make_dataset(training=False)`` dataset."""
     logits, labels = [], []
     for pixels, onehot in dataset:
-        logits.append(np.asarray(model(pixels, training=False)))
+        logits.append(gradients.batch_logits(model, pixels))
         labels.append(np.argmax(onehot, axis=1))
     return np.concatenate(logits), np.concatenate(labels)
 
 
-def evaluate_split(
-    model: keras.Model, dataset: tf.data.Dataset
-) -> tuple[ClassificationMetrics, float]:
+def evaluate_split(model: keras.Model, dataset: Batches) -> tuple[ClassificationMetrics, float]:
     """Metrics and mean (unweighted) cross-entropy of ``model`` on one split."""
     logits, labels = predict_logits(model, dataset)
     probabilities = softmax(logits)
@@ -91,7 +89,7 @@ class _ValidationMetrics(keras.callbacks.Callback):
     One prediction pass gives every metric (Keras' own validation would be a second pass).
     """
 
-    def __init__(self, dataset: tf.data.Dataset) -> None:
+    def __init__(self, dataset: Batches) -> None:
         super().__init__()
         self.dataset = dataset
 
@@ -254,7 +252,7 @@ def train(
             initial_epoch=state["epoch"],
             steps_per_epoch=steps,
             class_weight=class_weight,
-            shuffle=False,  # the tf.data pipeline shuffles
+            shuffle=False,  # the input pipeline shuffles
             callbacks=callbacks,
             verbose=verbose,
         )
@@ -285,9 +283,7 @@ def train(
     )
 
 
-def _eval_dataset(
-    data: LabeledImages, config: PreprocessConfig, batch_size: int
-) -> tf.data.Dataset:
+def _eval_dataset(data: LabeledImages, config: PreprocessConfig, batch_size: int) -> Batches:
     return make_dataset(data, config, batch_size, training=False)
 
 

@@ -52,6 +52,18 @@ def logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
     return np.asarray(forward(pixels.astype(np.float32)))
 
 
+def batch_logits(model: keras.Model, pixels: Any) -> np.ndarray:
+    """Logits of one input-pipeline batch, for evaluation during and after training.
+
+    TensorFlow keeps the eager call its training runs have always used, so a run resumed under
+    this code computes bit-identical validation metrics; JAX uses the compiled :func:`logits`
+    (eager JAX dispatches every op of ResNet-50 separately).
+    """
+    if BACKEND == "tensorflow":
+        return np.asarray(model(pixels, training=False))
+    return logits(model, np.asarray(pixels))
+
+
 def layer_activations_and_gradients(
     model: keras.Model, layer_name: str, pixels: np.ndarray, class_indices: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
