@@ -201,7 +201,7 @@ def dicom_to_image(ds: Dataset, *, frame: FrameChoice = "first") -> np.ndarray:
                 f"{photometric} with {pixels.shape[-1]} samples per pixel is inconsistent"
             )
         view = _first_frame_view(ds)
-        unit = _voi_unit(apply_modality_lut(pixels, view), view)
+        unit = _voi_unit(_modality_values(pixels, view), view)
         if photometric == "MONOCHROME1":
             unit = 1.0 - unit
         gray = _to_uint8(unit)
@@ -219,6 +219,16 @@ def _decode_first_frame(ds: Dataset, decoder: Decoder) -> tuple[np.ndarray, str]
     except Exception as exc:  # untrusted bytes: truncated or inconsistent pixel data
         name = _transfer_syntax(ds).name
         raise CorruptPixelDataError(f"corrupt DICOM pixel data ({name}): {exc}") from None
+    except BaseException as exc:
+        # A Rust decoder plugin (pylibjpeg-rle) panics on some malformed frames, and pyo3's
+        # PanicException derives from BaseException: it would escape every ``except Exception``
+        # up to the server. Only that one is turned into a refusal.
+        if type(exc).__module__ != "pyo3_runtime":
+            raise
+        name = _transfer_syntax(ds).name
+        raise CorruptPixelDataError(
+            f"corrupt DICOM pixel data ({name}): the decoder failed: {exc}"
+        ) from None
     photometric = str(meta.get("photometric_interpretation", "")).strip().upper()
     return np.asarray(array), photometric
 
@@ -255,6 +265,20 @@ def _first_frame_view(ds: Dataset) -> Dataset:
                     if keyword in item:
                         view[keyword] = item[keyword]
     return view
+
+
+def _modality_values(pixels: np.ndarray, view: Dataset) -> np.ndarray:
+    """Stored values → modality values (Modality LUT, or Rescale Slope/Intercept).
+
+    An untrusted header may hold a Modality LUT without its data or a rescale value that is
+    not a number; pydicom then fails with whatever error numpy or its parser raises.
+    """
+    try:
+        return apply_modality_lut(pixels, view)
+    except Exception as exc:  # a malformed Modality LUT or rescale value in an untrusted file
+        raise CorruptPixelDataError(
+            f"malformed Modality LUT or Rescale Slope / Intercept: {exc}"
+        ) from None
 
 
 def _voi_unit(values: np.ndarray, view: Dataset) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.uid import RLELossless
 
 from training.dicom import (
     CorruptPixelDataError,
@@ -438,6 +440,35 @@ def test_missing_preamble_with_file_meta_is_read():
 def test_truncated_pixel_data_is_corrupt():
     with pytest.raises(CorruptPixelDataError, match="less than expected"):
         dicom_to_image(read_dicom(shipped_file("MR_truncated.dcm")))
+
+
+def test_rle_segment_that_overruns_its_frame_is_corrupt_not_a_panic():
+    """pylibjpeg-rle panics (pyo3's PanicException, a BaseException) on an RLE segment that
+    decodes to more bytes than its frame holds; that must come out as a refusal, not escape."""
+    pytest.importorskip("rle")  # the plugin that panics
+    ds = make_dataset(np.zeros((4, 4), np.uint16), transfer_syntax=RLELossless)
+    whole = bytes([0xF1, 0])  # replicate 0 sixteen times: one byte plane of the 4 x 4 frame
+    overrun = whole + bytes([0xFF, 0])  # and two bytes more
+    header = struct.pack("<16L", 2, 64, 64 + len(overrun), *([0] * 13))
+    ds.PixelData = encapsulate([header + overrun + whole])
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(CorruptPixelDataError, match="RLE Lossless"):
+        dicom_to_image(read_dicom(to_bytes(ds)))
+
+
+def test_rescale_slope_that_is_not_a_number_is_corrupt():
+    ds = make_dataset(np.zeros((4, 4), np.uint16), RescaleSlope="7.5", RescaleIntercept="0")
+    data = to_bytes(ds).replace(b"7.5 ", b"abc ")  # as an untrusted file may hold it
+    with pytest.raises(CorruptPixelDataError, match="Rescale Slope / Intercept"):
+        dicom_to_image(read_dicom(data))
+
+
+def test_modality_lut_without_its_data_is_corrupt():
+    lut = Dataset()
+    lut.LUTDescriptor, lut.ModalityLUTType = [16, 0, 16], "HU"
+    ds = make_dataset(np.zeros((4, 4), np.uint16), ModalityLUTSequence=[lut])
+    with pytest.raises(CorruptPixelDataError, match="Modality LUT"):
+        dicom_to_image(read_dicom(to_bytes(ds)))
 
 
 def test_errors_carry_no_patient_values():
