@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -63,6 +64,9 @@ SPOOL_KEYWORDS = (
 )
 _KEPT_GROUPS = (0x0028, 0x7FE0)
 
+#: A SOP Instance UID fit to name a spooled file: dot-separated digits (PS3.5 9.1; leading zeros,
+#: which some devices write, are let through). Nothing else may reach a path.
+SPOOLABLE_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
@@ -175,7 +179,11 @@ class Listener:
         if ds.get("Manufacturer") == MANUFACTURER:
             log.info("C-STORE from %s: our own result object, ignored", _peer(event.assoc))
             return STATUS_SUCCESS
-        if not ds.get("SOPInstanceUID"):
+        if not SPOOLABLE_UID.fullmatch(str(ds.get("SOPInstanceUID", ""))):
+            # it names the spooled file: anything but digits and dots could leave the folder
+            log.warning(
+                "C-STORE from %s: missing or malformed SOP Instance UID", _peer(event.assoc)
+            )
             return STATUS_CANNOT_UNDERSTAND
         received = self._association(event.assoc)
         try:

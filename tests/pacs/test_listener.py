@@ -214,6 +214,28 @@ def test_calling_and_called_ae_titles_are_checked(node: Node) -> None:
     assert (set(node.spool.iterdir()) if node.spool.exists() else set()) == folders
 
 
+def test_sop_instance_uid_that_is_not_a_uid_is_refused(node: Node) -> None:
+    """The SOP Instance UID names the spooled file: a sender cannot write outside the spool."""
+    from pynetdicom import AE as ClientAE
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage
+
+    ds = pydicom.dcmread(_dicom("CT_small.dcm"))
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "../../escaped"
+    folders = set(node.spool.iterdir()) if node.spool.exists() else set()
+    client = ClientAE(ae_title=ALLOWED)
+    client.add_requested_context(SecondaryCaptureImageStorage, ds.file_meta.TransferSyntaxUID)
+    association = client.associate("127.0.0.1", node.port, ae_title=AE_TITLE)
+    assert association.is_established
+    try:
+        status = association.send_c_store(ds)
+    finally:
+        association.release()
+    assert status.Status == 0xC000
+    assert not list(node.spool.parent.rglob("escaped*"))
+    assert (set(node.spool.iterdir()) if node.spool.exists() else set()) == folders
+
+
 def test_our_own_results_sent_back_are_ignored(node: Node, tmp_path: Path) -> None:
     """A PACS routing everything to the node must not make it analyse its own overlays."""
     source = pydicom.dcmread(_dicom("CT_small.dcm"))
