@@ -24,6 +24,8 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from training.dicom import DicomInputError, header_value, number_of_frames
+
 MANUFACTURER = "medrobust"
 NOT_FOR_DIAGNOSIS = (
     "Research use only. Produced by a machine learning model; not for diagnosis, not reviewed "
@@ -278,8 +280,10 @@ def build_secondary_capture(
 def _source_header(source: Dataset) -> Dataset:
     """Only the source's patient/study values and its own UIDs: what the results may repeat."""
     missing = [k for k in ("StudyInstanceUID", *SOURCE_KEYWORDS[1:]) if not source.get(k)]
-    if missing:
-        raise ValueError(f"the source instance has no {', '.join(missing)}: cannot reference it")
+    if missing:  # a DicomInputError: the PACS paths skip such an instance, as any unusable one
+        raise DicomInputError(
+            f"the source instance has no {', '.join(missing)}: cannot reference it"
+        )
     header = Dataset()
     for keyword in (*SOURCE_KEYWORDS, *STUDY_KEYWORDS):
         if keyword in source:
@@ -310,7 +314,7 @@ def _copy_study(header: Dataset, result: Dataset) -> None:
 
 def _analysed_frames(source: Dataset) -> list[int] | None:
     """``[1]`` for a multi-frame source (only its first frame is analysed), else ``None``."""
-    return [1] if int(source.get("NumberOfFrames") or 1) > 1 else None
+    return [1] if number_of_frames(source) > 1 else None
 
 
 def _class_concept(index: int, name: str) -> hd.sr.CodedConcept:
@@ -329,8 +333,12 @@ def _uid(*parts: str) -> str:
 
 
 def _instance_number(source: Dataset) -> int:
-    number = source.get("InstanceNumber")
-    return int(number) if number not in (None, "") else 1
+    """The source's Instance Number, so results sort like their sources; 1 when it has none
+    or an unreadable one (an untrusted IS value is not worth refusing the image for)."""
+    try:
+        return int(header_value(source, "InstanceNumber") or 1)
+    except ValueError:
+        return 1
 
 
 def _series_description(what: str) -> str:

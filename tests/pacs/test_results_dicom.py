@@ -29,6 +29,7 @@ from service.pacs.results import (
     build_secondary_capture,
     build_structured_report,
 )
+from training.dicom import DicomInputError
 
 MODEL = ModelInfo("chest", 3, "0123456789abcdef" * 4)
 FINDING = Finding("effusion", 0.625, {"normal": 0.25, "effusion": 0.625, "nodule": 0.125})
@@ -250,8 +251,19 @@ def test_bad_inputs_are_refused_with_a_reason() -> None:
     with pytest.raises(ValueError, match="uint8"):
         build_secondary_capture(ct, np.zeros((8, 8), np.uint8), MODEL)
     del ct.SOPInstanceUID
-    with pytest.raises(ValueError, match="SOPInstanceUID"):
+    # a DicomInputError: the PACS paths skip such an instance instead of failing the job
+    with pytest.raises(DicomInputError, match="SOPInstanceUID"):
         build_structured_report(ct, FINDING, MODEL)
+
+
+def test_unreadable_instance_number_becomes_1() -> None:
+    ct = pydicom.dcmread(_pydicom_file("CT_small.dcm"))
+    ct.InstanceNumber = 777
+    buffer = pydicom.filebase.DicomBytesIO()
+    ct.save_as(buffer, enforce_file_format=True)
+    raw = buffer.getvalue().replace(b"777 ", b"abc ")  # as an untrusted file may hold it
+    source = pydicom.dcmread(pydicom.filebase.DicomBytesIO(raw))
+    assert build_structured_report(source, FINDING, MODEL).InstanceNumber == 1
 
 
 def _content_items(ds: Dataset):
