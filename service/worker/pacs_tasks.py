@@ -22,9 +22,9 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 from pydantic import BaseModel, ValidationError
 
-from service.jobs.repository import this_holder
+from service.jobs.repository import Claim, ClaimOutcome, this_holder
 from service.jobs.requests import DimseRequest, PacsStudyRequest
-from service.jobs.schemas import JobState, JobView
+from service.jobs.schemas import TERMINAL_STATES, JobState, JobView
 from service.worker.context import WorkerContext, worker_context
 from service.worker.progress import Heartbeat, JobAborted, JobCancelled, Throttle
 from service.worker.tasks import _claimed, describe, json_safe
@@ -149,6 +149,17 @@ def run_pacs_dimse(ctx: WorkerContext, job: JobView) -> JobState | None:
     return state
 
 
+def discard_ended(claim: Claim) -> bool:
+    """Delete the spooled files of a DIMSE job that ended without running here: cancelled
+    while queued, or failed when its attempts ran out. Its message still arrives, and this is
+    the only place that sees it again. Returns whether there was such a job."""
+    job = claim.job
+    if claim.outcome == ClaimOutcome.busy or job is None or job.state not in TERMINAL_STATES:
+        return False
+    _delete_spooled([Path(path) for path in job.spec.get("files", [])])
+    return True
+
+
 def _delete_spooled(files: list[Path]) -> None:
     """Delete the files, then their folders (the listener spools one per association) if empty."""
     for path in files:
@@ -160,6 +171,9 @@ def _delete_spooled(files: list[Path]) -> None:
 
 def pacs_dimse(self: Task, job_id: str, busy_checks: int = 0) -> None:
     ctx = worker_context(self.app)
-    job = _claimed(self, ctx.repo.claim(job_id, this_holder()), busy_checks, f"job {job_id}")
+    claim = ctx.repo.claim(job_id, this_holder())
+    job = _claimed(self, claim, busy_checks, f"job {job_id}")
     if job is not None:
         run_pacs_dimse(ctx, job)
+    else:
+        discard_ended(claim)
