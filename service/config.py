@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,7 +91,10 @@ class Settings(BaseSettings):
         None, description="received instances until their job ends; default state_dir/dimse"
     )
     dimse_model: str | None = Field(None, description="NAME[:VERSION|ALIAS] run on received images")
-    dimse_explain_method: str = Field("gradcam", description="gradcam or gradcam++")
+    # checked here, so a typo stops the node at start-up instead of failing every association
+    dimse_explain_method: Literal["gradcam", "gradcam++"] = Field(
+        "gradcam", description="the overlay in the Secondary Capture"
+    )
 
     @property
     def resolved_dimse_spool_dir(self) -> Path:
