@@ -20,14 +20,13 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
-from pydantic import BaseModel, ValidationError
 
 from service.jobs.repository import Claim, ClaimOutcome, this_holder
 from service.jobs.requests import DimseRequest, PacsStudyRequest
 from service.jobs.schemas import TERMINAL_STATES, JobState, JobView
 from service.worker.context import WorkerContext, worker_context
 from service.worker.progress import Heartbeat, JobAborted, JobCancelled, Throttle
-from service.worker.tasks import _claimed, describe, json_safe
+from service.worker.tasks import _claimed, describe, json_safe, validated_request
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +72,6 @@ def _run(
     return JobState.succeeded
 
 
-def _request(ctx: WorkerContext, job: JobView, model: type[BaseModel]) -> Any:
-    try:
-        return model.model_validate(job.spec)
-    except ValidationError as exc:
-        ctx.repo.finish(job.id, JobState.failed, error=f"invalid {job.kind.value} spec: {exc}")
-        return None
-
-
 def _load(ctx: WorkerContext, ref: str) -> Any:
     from training.store import parse_model_ref
 
@@ -93,7 +84,7 @@ def _load(ctx: WorkerContext, ref: str) -> Any:
 def run_pacs_study(ctx: WorkerContext, job: JobView) -> JobState | None:
     from service.pacs.dicomweb import analyze_study, dicomweb_client
 
-    request: PacsStudyRequest | None = _request(ctx, job, PacsStudyRequest)
+    request: PacsStudyRequest | None = validated_request(ctx, job, PacsStudyRequest)
     if request is None:
         return JobState.failed
     settings = ctx.settings
@@ -133,7 +124,7 @@ def pacs_study(self: Task, job_id: str, busy_checks: int = 0) -> None:
 def run_pacs_dimse(ctx: WorkerContext, job: JobView) -> JobState | None:
     from service.pacs.relay import analyze_and_send
 
-    request: DimseRequest | None = _request(ctx, job, DimseRequest)
+    request: DimseRequest | None = validated_request(ctx, job, DimseRequest)
     if request is None:
         return JobState.failed
     state = _run(

@@ -25,7 +25,7 @@ from typing import Any
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Celery, Task
 from kombu.exceptions import OperationalError as BrokerError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError as DatabaseInterfaceError
@@ -216,14 +216,20 @@ def train(self: Task, job_id: str, busy_checks: int = 0) -> None:
 # ---- evaluation -------------------------------------------------------------------------------
 
 
+def validated_request(ctx: WorkerContext, job: JobView, model: type[BaseModel]) -> Any:
+    """``job.spec`` as ``model``; None after failing the job when the stored spec no longer
+    validates (written by another version): re-running it cannot help."""
+    try:
+        return model.model_validate(job.spec)
+    except ValidationError as exc:
+        ctx.repo.finish(job.id, JobState.failed, error=f"invalid {job.kind.value} spec: {exc}")
+        return None
+
+
 def _evaluation_request(ctx: WorkerContext, job: JobView) -> Any:
     from service.jobs.requests import EvaluationRequest
 
-    try:
-        return EvaluationRequest.model_validate(job.spec)
-    except ValidationError as exc:
-        ctx.repo.finish(job.id, JobState.failed, error=f"invalid evaluation spec: {exc}")
-        return None
+    return validated_request(ctx, job, EvaluationRequest)
 
 
 def run_plan(ctx: WorkerContext, job: JobView) -> None:
