@@ -77,21 +77,32 @@ def submit_command(args: argparse.Namespace) -> int:
         "method": args.method,
         "allow_modality_mismatch": args.allow_modality_mismatch,
     }
-    with httpx.Client(base_url=args.api, headers=headers, timeout=30) as client:
-        response = client.post("/jobs/pacs-study", json=body)
-        if response.status_code not in (200, 202):
-            print(f"error: HTTP {response.status_code}: {response.text}", file=sys.stderr)
-            return 1
-        job_id = response.json()["job_id"]
-        if not args.wait:
-            print(json.dumps(response.json()))
-            return 0
-        while True:
-            job = client.get(f"/jobs/{job_id}").json()
-            if job["state"] in TERMINAL:
-                print(json.dumps(job, indent=2))
-                return 0 if job["state"] == "succeeded" else 1
-            time.sleep(1.0)
+    try:
+        with httpx.Client(base_url=args.api, headers=headers, timeout=30) as client:
+            response = client.post("/jobs/pacs-study", json=body)
+            if response.status_code not in (200, 202):
+                return _http_error(response)
+            job_id = response.json()["job_id"]
+            if not args.wait:
+                print(json.dumps(response.json()))
+                return 0
+            while True:
+                polled = client.get(f"/jobs/{job_id}")
+                if polled.status_code != 200:  # e.g. the token lost its scope meanwhile
+                    return _http_error(polled)
+                job = polled.json()
+                if job["state"] in TERMINAL:
+                    print(json.dumps(job, indent=2))
+                    return 0 if job["state"] == "succeeded" else 1
+                time.sleep(1.0)
+    except httpx.HTTPError as exc:  # the API is not running, or went away
+        print(f"error: the API at {args.api} is unreachable: {exc}", file=sys.stderr)
+        return 1
+
+
+def _http_error(response: Any) -> int:
+    print(f"error: HTTP {response.status_code}: {response.text}", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
