@@ -350,7 +350,7 @@ def dicom_header(data: bytes) -> tuple[Dataset, int, int, int]:
     require_pixel_data(dataset)
     try:
         rows, columns = int(dataset.Rows), int(dataset.Columns)
-    except (AttributeError, TypeError, ValueError):
+    except Exception:  # absent, or raw bytes pydicom cannot convert (e.g. a US of 3 bytes)
         raise BadRequest("corrupt DICOM image: missing or invalid Rows / Columns") from None
     return dataset, columns, rows, number_of_frames(dataset)
 

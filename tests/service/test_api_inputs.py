@@ -102,6 +102,16 @@ def test_truncated_dicom_pixels_are_refused():
         decode_image(upload)
 
 
+def test_dicom_rows_of_the_wrong_length_are_refused():
+    """Rows (US) stored in 3 bytes: pydicom raises its own exception type on reading it."""
+    pytest.importorskip("pydicom")
+    data, _ = dicom_bytes(rows=16, columns=16)
+    rows = b"\x28\x00\x10\x00US\x02\x00\x10\x00"
+    assert data.count(rows) == 1
+    with pytest.raises(BadRequest, match="Rows / Columns"):
+        check_image(data.replace(rows, b"\x28\x00\x10\x00US\x03\x00\x10\x00\x00"), SETTINGS)
+
+
 def test_dicom_frames_count_towards_the_pixel_limit():
     pytest.importorskip("pydicom")
     data, _ = dicom_bytes(rows=50, columns=50, frames=5)
