@@ -302,12 +302,12 @@ def _apply_voi_lut(values: np.ndarray, view: Dataset, item: Dataset) -> np.ndarr
     Inputs are rounded and clipped to the LUT's domain first, as the standard maps every value
     below the first entry to it and every value above the last to the last.
     """
-    entries, first, bits = (int(v) for v in item.LUTDescriptor)
-    entries = entries or 1 << 16
-    index = np.clip(np.rint(values), first, first + entries - 1).astype(np.int64)
-    try:
+    try:  # an untrusted file: a descriptor without its 3 values, LUT Data that is empty ...
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+        entries = entries or 1 << 16
+        index = np.clip(np.rint(values), first, first + entries - 1).astype(np.int64)
         output = apply_voi(index, view, index=0)
-    except (NotImplementedError, ValueError, AttributeError) as exc:
+    except (NotImplementedError, ValueError, TypeError, AttributeError) as exc:
         raise UnsupportedPixelFormatError(f"cannot apply the VOI LUT: {exc}") from None
     top = max(float(2**bits - 1), float(np.max(output)), 1.0)
     return output.astype(np.float64) / top

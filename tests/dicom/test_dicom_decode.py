@@ -29,6 +29,7 @@ from training.dicom import (
     MultiFrameRefusedError,
     NoPixelDataError,
     NotDicomError,
+    UnsupportedPixelFormatError,
     UnsupportedTransferSyntaxError,
     dicom_to_image,
     read_dicom,
@@ -468,6 +469,20 @@ def test_modality_lut_without_its_data_is_corrupt():
     lut.LUTDescriptor, lut.ModalityLUTType = [16, 0, 16], "HU"
     ds = make_dataset(np.zeros((4, 4), np.uint16), ModalityLUTSequence=[lut])
     with pytest.raises(CorruptPixelDataError, match="Modality LUT"):
+        dicom_to_image(read_dicom(to_bytes(ds)))
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "data"),
+    [([4, 0], [0, 1, 2, 3]), ([4], [0, 1, 2, 3]), ([4, 0, 16], [])],
+    ids=["two-value-descriptor", "one-value-descriptor", "empty-data"],
+)
+def test_malformed_voi_lut_is_refused(descriptor, data):
+    lut = Dataset()
+    lut["LUTDescriptor"] = pydicom.DataElement(0x00283002, "US", descriptor)
+    lut["LUTData"] = pydicom.DataElement(0x00283006, "US", data)
+    ds = make_dataset(np.zeros((4, 4), np.uint16), VOILUTSequence=[lut])
+    with pytest.raises(UnsupportedPixelFormatError, match="VOI LUT"):
         dicom_to_image(read_dicom(to_bytes(ds)))
 
 
