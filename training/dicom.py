@@ -400,10 +400,6 @@ class DicomAcceptance(BaseModel):
     def _upper(cls, values: list[str]) -> list[str]:
         return [v.strip().upper() for v in values if v.strip()]
 
-    @property
-    def accepts_any(self) -> bool:
-        return not self.modalities and not self.body_parts
-
     def describe(self) -> str:
         modality = "/".join(self.modalities) or "any modality"
         body = "/".join(self.body_parts) or "any body part"

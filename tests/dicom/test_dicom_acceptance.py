@@ -60,7 +60,6 @@ def test_modality_only_declaration_ignores_the_body_part():
 
 
 def test_empty_declaration_accepts_anything():
-    assert DicomAcceptance().accepts_any
     check_acceptance(_real("rtplan.dcm"), DicomAcceptance())
 
 
@@ -73,9 +72,12 @@ def test_training_spec_and_manifest_carry_accepts():
         }
     )
     assert spec.accepts == CHEST
-    assert TrainingSpec.model_validate(
-        {"name": "derm", "dataset": {"kind": "ham10000", "path": "x"}}
-    ).accepts.accepts_any
+    assert (
+        TrainingSpec.model_validate(
+            {"name": "derm", "dataset": {"kind": "ham10000", "path": "x"}}
+        ).accepts
+        == DicomAcceptance()
+    )
     with pytest.raises(ValueError, match="extra"):
         DicomAcceptance.model_validate({"modality": ["CR"]})
 
@@ -91,7 +93,7 @@ def test_manifests_written_before_accepts_still_load_as_accept_any():
         "weights_sha256": "0" * 64,
         "code_version": "0.1.0",
     }
-    assert ModelManifest.model_validate(old).accepts.accepts_any
+    assert ModelManifest.model_validate(old).accepts == DicomAcceptance()
     new = ModelManifest.model_validate({**old, "accepts": CHEST.model_dump()})
     assert ModelManifest.model_validate_json(new.model_dump_json()).accepts == CHEST
 
@@ -108,4 +110,4 @@ def test_accepts_from_the_command_line_overrides():
     }
     config = Path(__file__).resolve().parents[2] / "configs" / "ham10000-cpu-64.yaml"
     assert load_spec(config, overrides).accepts == CHEST
-    assert load_spec(config).accepts.accepts_any
+    assert load_spec(config).accepts == DicomAcceptance()
