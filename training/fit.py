@@ -66,6 +66,15 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> dict[int,
     return {k: float(len(labels) / (num_classes * counts[k])) for k in range(num_classes)}
 
 
+def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
+    """The paper's optimiser and loss: Adam(lr, ε) and cross-entropy on the logits."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
 def predict_logits(model: keras.Model, dataset: Batches) -> tuple[np.ndarray, np.ndarray]:
     """Logits and integer labels over one pass of a ``make_dataset(training=False)`` dataset."""
     logits, labels = [], []
@@ -227,11 +236,7 @@ def train(
             "history": {},
         }
         model = build_from_config(architecture, weights=spec.model.weights)
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon),
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
+        compile_for_training(model, config)
 
     callbacks: list[keras.callbacks.Callback] = [
         _ValidationMetrics(val_ds),

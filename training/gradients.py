@@ -1,8 +1,13 @@
-"""Every gradient the project takes (attacks, Grad-CAM) goes through this module.
+"""Every gradient the project takes (attacks, Grad-CAM) and every compiled forward pass goes
+through this module.
 
-It is the one place that knows which Keras backend runs: TensorFlow (``tf.GradientTape`` inside a
-compiled ``tf.function``) or JAX (``jax.value_and_grad`` under ``jax.jit``). Callers pass plain
-numpy arrays and get numpy arrays back, so attacks and explanations stay backend-free.
+It is the one place where model computation depends on the Keras backend: TensorFlow
+(``tf.GradientTape`` inside a compiled ``tf.function``) or JAX (``jax.grad`` of
+``model.stateless_call`` under ``jax.jit``, weights passed as arguments so updated weights never
+meet a stale compiled function). Callers pass plain numpy arrays and get numpy arrays back, so
+attacks, explanations and training stay backend-free. (The input pipeline and the device banner
+differ per backend too, in ``pipeline.py`` and ``devices.py``; TensorFlow is imported only on
+its own backend.)
 
 Compiled functions are cached per model object (weakly, so models can be freed); they capture no
 per-call state, so one model can serve concurrent callers.
