@@ -8,6 +8,7 @@ attention maps (``backend_probe.py``). The two must agree to float32 tolerance.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from backend_subprocess import BackendProcess
 
 from training.models import build_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not all(importlib.util.find_spec(name) for name in ("jax", "tensorflow")),
+        reason="compares the JAX and TensorFlow backends: needs both installed",
+    ),
+]
 
 HERE = Path(__file__).parent
 SIZE = 64  # 2×2 feature maps: the smallest size where maps and attention softmaxes mean anything
