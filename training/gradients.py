@@ -57,6 +57,31 @@ def logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
     return np.asarray(forward(pixels.astype(np.float32)))
 
 
+def linf_ascent_steps(
+    model: keras.Model,
+    x_adv: np.ndarray,
+    x: np.ndarray,
+    onehot: np.ndarray,
+    steps: int,
+    step_size: float,
+    epsilon: float,
+    clip: tuple[float, float],
+    targeted: bool,
+) -> np.ndarray:
+    """PGD-L∞'s iterations: ``steps`` times ``x_adv ← clip(Π_ε(x_adv + α·sign(±∇CE)))``.
+
+    The sign is of the loss gradient of ``onehot`` (ascending it; descending when ``targeted``),
+    NaN entries count as 0, Π_ε clips to ``[x − ε, x + ε]`` and ``clip`` to the pixel range.
+    TensorFlow does the step arithmetic in numpy, as its runs always have; JAX runs each whole
+    step as one compiled call and keeps the images on the device between steps, because moving
+    a batch of 224-px images through host numpy every step costs more than the gradient itself.
+    """
+    x_adv, x = np.asarray(x_adv, np.float32), np.asarray(x, np.float32)
+    return _linf_ascent_steps(
+        model, x_adv, x, onehot.astype(np.float32), steps, step_size, epsilon, clip, targeted
+    )
+
+
 def batch_logits(model: keras.Model, pixels: Any) -> np.ndarray:
     """Logits of one input-pipeline batch, for evaluation during and after training.
 
@@ -122,6 +147,25 @@ if BACKEND == "tensorflow":
 
         return step
 
+    def _linf_ascent_steps(
+        model: keras.Model,
+        x_adv: np.ndarray,
+        x: np.ndarray,
+        onehot: np.ndarray,
+        steps: int,
+        step_size: float,
+        epsilon: float,
+        clip: tuple[float, float],
+        targeted: bool,
+    ) -> np.ndarray:
+        for _ in range(steps):
+            grad, _ = loss_input_gradient(model, x_adv, onehot)
+            grad = np.nan_to_num(grad.astype(np.float32, copy=False), nan=0.0)
+            direction = np.sign(-grad if targeted else grad)
+            moved = np.clip(x_adv + step_size * direction, x - epsilon, x + epsilon)
+            x_adv = np.clip(moved, clip[0], clip[1])
+        return x_adv
+
     def _make_layer_gradient(head: keras.Model, tail: keras.Model) -> Callable:
         @tf.function(reduce_retracing=True)
         def step(pixels: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -167,6 +211,47 @@ elif BACKEND == "jax":
 
         grad = jax.jit(jax.grad(loss, has_aux=True))
         return lambda pixels, onehot: grad(pixels, _weights(model), onehot)
+
+    def _make_linf_step(model: keras.Model) -> Callable:
+        call = _pure(model)
+
+        def loss(pixels: Any, weights: Any, onehot: Any) -> Any:
+            return jnp.sum(_cross_entropy(call(weights, pixels), onehot))
+
+        grad = jax.grad(loss)
+
+        @jax.jit
+        def step(weights: Any, x_adv: Any, x: Any, onehot: Any, numbers: Any) -> Any:
+            # numbers: (direction sign, α, ε, pixel min, pixel max) as traced scalars, so a new
+            # ε or step size does not recompile
+            sign, step_size, epsilon, low, high = numbers
+            direction = sign * jnp.sign(jnp.nan_to_num(grad(x_adv, weights, onehot), nan=0.0))
+            moved = jnp.clip(x_adv + step_size * direction, x - epsilon, x + epsilon)
+            return jnp.clip(moved, low, high)
+
+        return step
+
+    def _linf_ascent_steps(
+        model: keras.Model,
+        x_adv: np.ndarray,
+        x: np.ndarray,
+        onehot: np.ndarray,
+        steps: int,
+        step_size: float,
+        epsilon: float,
+        clip: tuple[float, float],
+        targeted: bool,
+    ) -> np.ndarray:
+        step = _cached(model, "linf_step", lambda: _make_linf_step(model))
+        numbers = jnp.asarray(
+            [-1.0 if targeted else 1.0, step_size, epsilon, clip[0], clip[1]], jnp.float32
+        )
+        weights = _weights(model)
+        device_x, device_onehot = jnp.asarray(x), jnp.asarray(onehot)
+        device_adv = jnp.asarray(x_adv)
+        for _ in range(steps):
+            device_adv = step(weights, device_adv, device_x, device_onehot, numbers)
+        return np.asarray(device_adv)
 
     def _make_layer_gradient(head: keras.Model, tail: keras.Model) -> Callable:
         head_call, tail_call = _pure(head), _pure(tail)

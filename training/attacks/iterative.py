@@ -1,6 +1,6 @@
 """The shared skeleton of the projected-gradient attacks (PGD-L∞, PGD-L2 and BIM).
 
-They differ only in where an iteration starts and in one step (direction and projection); the
+They differ only in where an iteration starts and in its steps (direction and projection); the
 parameters, their validation, and the restart loop that keeps each image's first success live
 here once.
 """
@@ -59,16 +59,15 @@ class ProjectedGradientAttack(Attack):
     ) -> np.ndarray:
         """One restart: ``steps`` steps from its start."""
         x_adv = self._start(x, sample_ids, restart) if self.random_start else x
-        for _ in range(self.steps):
-            x_adv = self._step(model, x, onehot, x_adv)
-        return x_adv
+        return self._iterate(model, x, onehot, x_adv)
 
     @abstractmethod
     def _start(self, x: np.ndarray, sample_ids: np.ndarray, restart: int) -> np.ndarray:
         """A random point of the ε-ball around ``x``, a pure function of (seed, id, restart)."""
 
     @abstractmethod
-    def _step(
+    def _iterate(
         self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, x_adv: np.ndarray
     ) -> np.ndarray:
-        """One gradient step from ``x_adv``, projected back onto the ε-ball and pixel range."""
+        """``steps`` gradient steps from ``x_adv``, each projected back onto the ε-ball and the
+        pixel range."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from training.attacks._common import ascent_gradient, project_linf
+from training import gradients
 from training.attacks.iterative import ProjectedGradientAttack
 
 
@@ -41,10 +41,18 @@ class PGDLinf(ProjectedGradientAttack):
         noise = self._random_unit_noise(x.shape[1:], sample_ids, stream=restart)
         return np.clip(x + self.epsilon * noise, self.clip_min, self.clip_max)
 
-    def _step(
+    def _iterate(
         self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, x_adv: np.ndarray
     ) -> np.ndarray:
-        direction = np.sign(ascent_gradient(model, x_adv, onehot, self.targeted))
-        return project_linf(
-            x_adv + self.step_size * direction, x, self.epsilon, self.clip_min, self.clip_max
+        # All steps in one call: on JAX they stay on the device (no host round trip per step).
+        return gradients.linf_ascent_steps(
+            model,
+            x_adv,
+            x,
+            onehot,
+            steps=self.steps,
+            step_size=self.step_size,
+            epsilon=self.epsilon,
+            clip=(self.clip_min, self.clip_max),
+            targeted=self.targeted,
         )

@@ -61,11 +61,13 @@ class PGDL2(ProjectedGradientAttack):
         radius = self.epsilon * np.abs(u[:, 2 * d]) ** (1.0 / d)
         return (direction * radius[:, None]).reshape(len(sample_ids), *shape).astype(np.float32)
 
-    def _step(
+    def _iterate(
         self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, x_adv: np.ndarray
     ) -> np.ndarray:
-        grad = ascent_gradient(model, x_adv, onehot, self.targeted)
-        step = safe_normalise(grad, l2_norms(grad))
-        return project_l2(
-            x_adv + self.step_size * step, x, self.epsilon, self.clip_min, self.clip_max
-        )
+        for _ in range(self.steps):
+            grad = ascent_gradient(model, x_adv, onehot, self.targeted)
+            step = safe_normalise(grad, l2_norms(grad))
+            x_adv = project_l2(
+                x_adv + self.step_size * step, x, self.epsilon, self.clip_min, self.clip_max
+            )
+        return x_adv
