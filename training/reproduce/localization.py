@@ -31,6 +31,7 @@ class LocalizationScore(BaseModel):
     condition: str
     epsilon: float | None
     n: int
+    empty_maps: int = 0
     energy_inside_mean: float
     energy_inside_ci95: tuple[float, float]
     pointing_game: float
@@ -86,20 +87,26 @@ def true_class_maps(
 def score_maps(
     condition: str, epsilon: float | None, maps: np.ndarray, masks: np.ndarray
 ) -> LocalizationScore:
-    """Energy-inside mean (normal 95 % interval over images) and pointing-game rate (Wilson)."""
-    shares = np.nan_to_num(np.asarray(energy_inside(maps, masks), dtype=np.float64), nan=0.0)
+    """Energy inside (mean over non-empty maps, normal 95 % interval) and pointing game (Wilson).
+
+    An all-zero map (no positive evidence for the true class, common once an attack succeeds)
+    has no energy to place: it is counted in ``empty_maps`` and left out of the energy mean,
+    and it misses in the pointing game, which has no peak to point with.
+    """
+    shares = np.asarray(energy_inside(maps, masks), dtype=np.float64)
     hits = np.asarray(pointing_game(maps, masks), dtype=bool)
-    n = len(shares)
-    mean = float(shares.mean())
-    half = 1.96 * float(shares.std(ddof=1)) / np.sqrt(n) if n > 1 else 1.0
+    placed = shares[~np.isnan(shares)]
+    mean = float(placed.mean()) if len(placed) else float("nan")
+    half = 1.96 * float(placed.std(ddof=1)) / np.sqrt(len(placed)) if len(placed) > 1 else 1.0
     return LocalizationScore(
         condition=condition,
         epsilon=epsilon,
-        n=n,
+        n=len(shares),
+        empty_maps=int(len(shares) - len(placed)),
         energy_inside_mean=mean,
         energy_inside_ci95=(max(0.0, mean - half), min(1.0, mean + half)),
         pointing_game=float(hits.mean()),
-        pointing_game_ci95=wilson_interval(int(hits.sum()), n),
+        pointing_game_ci95=wilson_interval(int(hits.sum()), len(hits)),
     )
 
 

@@ -198,10 +198,12 @@ def _localization_lines(result: TaskResult) -> list[str]:
         "",
         f"Where {loc.method} (true class, `{loc.layer}`) looks, scored against the lesion masks "
         f"on n = {loc.n} images; a uniform map puts {_pct(loc.chance_energy_inside)} % of its "
-        "energy inside the lesion.",
+        "energy inside the lesion. Empty maps (no positive evidence for the true class) are left "
+        "out of the energy mean and miss in the pointing game.",
         "",
-        "| variant | input | energy inside lesion % [95% CI] | pointing game % [95% CI] |",
-        "|---|---|---:|---:|",
+        "| variant | input | energy inside lesion % [95% CI] | empty maps | "
+        "pointing game % [95% CI] |",
+        "|---|---|---:|---:|---:|",
     ]
     for model in loc.models:
         for s in model.scores:
@@ -211,6 +213,6 @@ def _localization_lines(result: TaskResult) -> list[str]:
             lines.append(
                 f"| {variant_of.get(model.model, model.model)} | {condition} "
                 f"| {_pct(s.energy_inside_mean)} [{_pct(e_low)}, {_pct(e_high)}] "
-                f"| {_pct(s.pointing_game)} [{_pct(p_low)}, {_pct(p_high)}] |"
+                f"| {s.empty_maps} | {_pct(s.pointing_game)} [{_pct(p_low)}, {_pct(p_high)}] |"
             )
     return lines
