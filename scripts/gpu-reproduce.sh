@@ -99,8 +99,10 @@ EOF
             tasks="retinamnist nih-pneumothorax pneumoniamnist"
             [[ -d "$MEDROBUST_DATA_DIR/ham10000_200x150" ]] && tasks="ham10000 $tasks"
         fi
+        local settings
+        read -ra settings <<<"${REPRODUCE_SET:-}"  # words, never globbed ("seeds=[0]")
         for task in $tasks; do args+=(--task "$task"); done
-        for setting in ${REPRODUCE_SET:-}; do args+=(--set "$setting"); done
+        for setting in "${settings[@]}"; do args+=(--set "$setting"); done
         "$python" -m training.cli reproduce "${args[@]}" 2>&1 | tee "$out/reproduce.log"
         tar -C var -czf "$out/results.tar.gz" gpu-results
     fi
