@@ -25,10 +25,7 @@ EXAMPLES = 15
 
 
 def _operations(url: str) -> list:
-    schema = (
-        schemathesis.openapi.from_url(f"{url}/openapi.json")
-        .include(method=["GET", "POST"])
-    )
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json").include(method=["GET", "POST"])
     return [result.ok() for result in schema.get_all_operations()]
 
 
