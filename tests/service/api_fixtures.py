@@ -101,35 +101,13 @@ def dicom_bytes(
     photometric: str = "MONOCHROME2",
     seed: int = 0,
 ) -> tuple[bytes, np.ndarray]:
-    """A DICOM Part 10 file with 16-bit grayscale pixels (needs pydicom), and its pixel array."""
-    import io
-
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    """A DICOM Part 10 file with 12-bit grayscale pixels (needs pydicom), and its pixel array."""
+    from dicom_factory import make_dicom
 
     rng = np.random.default_rng(seed)
     shape = (frames, rows, columns) if frames > 1 else (rows, columns)
     pixels = rng.integers(0, 4096, shape, dtype=np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    ds.Rows, ds.Columns = rows, columns
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue(), pixels
+    return make_dicom(pixels, photometric=photometric, bits_stored=12), pixels
 
 
 def _free_port() -> int:

@@ -16,11 +16,11 @@ import httpx
 import numpy as np
 import pytest
 from api_fixtures import CLASSES, client, live_server, png_bytes
+from dicom_factory import PATIENT_ID, PATIENT_NAME, make_dataset, to_bytes
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 FIXTURES = (
     client,
@@ -30,8 +30,6 @@ FIXTURES = (
 pytestmark = pytest.mark.integration
 
 CHEST_MODEL = "dicom-chest"
-PATIENT_NAME = "Doe^Jane^Secret"
-PATIENT_ID = "PID-7731-SECRET"
 
 
 def shipped(name: str) -> bytes:
@@ -47,32 +45,17 @@ def generated(
     transfer_syntax: str = ExplicitVRLittleEndian,
 ) -> bytes:
     """A small 12-bit grayscale image with patient values a test checks never leak."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
+    pixels = np.random.default_rng(0).integers(0, 4096, (24, 20), np.uint16)
+    ds = make_dataset(
+        pixels, bits_stored=12, Modality=modality, WindowCenter=2048, WindowWidth=4096
     )
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, "19700101"
-    ds.Modality = modality
     if body_part is not None:
         ds.BodyPartExamined = body_part
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 24, 20, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    ds.PixelData = np.random.default_rng(0).integers(0, 4096, (24, 20), np.uint16).tobytes()
     if transfer_syntax != ExplicitVRLittleEndian:  # encapsulated bytes no decoder here reads
         ds.file_meta.TransferSyntaxUID = transfer_syntax
         ds.PixelData = encapsulate([bytes(64)])
         ds["PixelData"].VR = "OB"
-    buffer = io.BytesIO()
-    ds.save_as(buffer, implicit_vr=False, little_endian=True, enforce_file_format=True)
-    return buffer.getvalue()
+    return to_bytes(ds, implicit_vr=False, little_endian=True)
 
 
 @pytest.fixture(scope="module")

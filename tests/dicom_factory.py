@@ -1,6 +1,7 @@
 """Generated DICOM Part 10 files for the edge cases no shipped file covers (pydicom-built).
 
-Import explicitly (``from dicom_factory import make_dicom``); not a conftest.
+Import explicitly (``from dicom_factory import make_dicom``; ``tests/`` is on pytest's path, so
+every test folder can); not a conftest.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ def make_dataset(
     return ds
 
 
-def to_bytes(ds: Dataset) -> bytes:
+def to_bytes(ds: Dataset, **save_options: Any) -> bytes:
+    """Part 10 bytes; ``save_options`` go to ``save_as`` (a private transfer syntax needs
+    ``implicit_vr`` and ``little_endian``)."""
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    ds.save_as(buffer, enforce_file_format=True, **save_options)
     return buffer.getvalue()
 
 
