@@ -202,8 +202,10 @@ def run_training(ctx: WorkerContext, job: JobView) -> None:
         }
     )
     write_atomically(outcome, json.dumps(result))
-    repo.finish(job.id, JobState.succeeded, result=result)
+    # Before the job reads as succeeded, so nobody sees a finished job with its checkpoint still
+    # there; the outcome file already makes a retry of this step a no-op.
     shutil.rmtree(checkpoint, ignore_errors=True)
+    repo.finish(job.id, JobState.succeeded, result=result)
 
 
 def train(self: Task, job_id: str, busy_checks: int = 0) -> None:
