@@ -88,8 +88,11 @@ def test_study_runs_publishes_and_resumes(data_dir: Path, tmp_path: Path) -> Non
 
     summary = (folders.out / "summary.md").read_text()
     assert "attention-datta" in summary and "McNemar" in summary and "pointing game" in summary
+    assert "balanced robust accuracy" in summary
     headline = json.loads((folders.out / "summary.json").read_text())
     assert [h["task"] for h in headline] == ["ham10000"]
+    pgd = headline[0]["models"][0]["pgd@2"]
+    assert 0 <= pgd["balanced_robust_accuracy"] <= 1 and pgd["ci95"][0] <= pgd["robust_accuracy"]
     assert [c["variant"] for c in headline[0]["versus_baseline"]][::4] == [
         "attention-paper",
         "attention-datta",

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.reproduce.config import StudyConfig, TaskSpec
+from training.reproduce.config import AttackPlan, StudyConfig, TaskSpec
 from training.reproduce.localization import LocalizationReport
-from training.robustness import PairComparison, RobustnessReport
+from training.robustness import CellResult, PairComparison, RobustnessReport
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class TaskResult:
                     row[f"{attack.name}@{epsilon:g}"] = {
                         "robust_accuracy": cell.robust_accuracy,
                         "ci95": cell.robust_accuracy_ci95,
+                        "balanced_robust_accuracy": balanced_robust_accuracy(cell),
                     }
             cells.append(row)
         comparisons = [
@@ -143,7 +144,9 @@ def summary_markdown(config: StudyConfig, results: list[TaskResult]) -> str:
         "",
         f"Attacks in raw pixel space [0, 255], ε in pixel units; typical ε = {typical:g}, "
         f"extreme ε = {extreme:g}. Robust accuracy in % with 95 % Wilson intervals; differences "
-        "in points with paired 95 % intervals (Agresti–Min) and McNemar's exact p.",
+        "in points with paired 95 % intervals (Agresti–Min) and McNemar's exact p. Balanced "
+        "robust accuracy (the mean over classes) is shown under each table: on an imbalanced test "
+        "set a model that answers one class everywhere keeps a high plain robust accuracy.",
     ]
     for result in results:
         task, report = result.task, result.report
@@ -169,6 +172,7 @@ def summary_markdown(config: StudyConfig, results: list[TaskResult]) -> str:
                     low, high = cell.robust_accuracy_ci95
                     cells += f" {_pct(cell.robust_accuracy)} [{_pct(low)}, {_pct(high)}] |"
             lines.append(f"{row} {_pct(clean)} |{cells}")
+        lines += _balanced_lines(result, plan)
         lines += [
             "",
             "| variant − baseline | attack | ε | Δ points [95% CI] | relative % | McNemar p |",
@@ -189,6 +193,37 @@ def summary_markdown(config: StudyConfig, results: list[TaskResult]) -> str:
         if result.localization is not None:
             lines += _localization_lines(result)
     return "\n".join(lines) + "\n"
+
+
+def balanced_robust_accuracy(cell: CellResult) -> float | None:
+    """The mean of the per-class robust accuracies: a model that answers one class everywhere
+    scores 1 / classes here, however high its plain robust accuracy on an imbalanced test set."""
+    per_class = [v for v in cell.per_class_robust_accuracy.values() if v is not None]
+    return sum(per_class) / len(per_class) if per_class else None
+
+
+def _balanced_lines(result: TaskResult, plan: AttackPlan) -> list[str]:
+    epsilons = (plan.typical_epsilon, plan.extreme_epsilon)
+    show_clean = 0.0 in plan.epsilons
+    header = "| variant (balanced robust accuracy %) |" + (" clean |" if show_clean else "")
+    rule = "|---|" + ("---:|" if show_clean else "")
+    for attack in plan.attacks:
+        for epsilon in epsilons:
+            header += f" {attack.name} ε={epsilon:g} |"
+            rule += "---:|"
+    lines = ["", header, rule]
+    first = plan.attacks[0].name
+    for model in result.models:
+        row = f"| {model['variant']} |"
+        if show_clean:
+            clean = result.report.cell(model["ref"], first, 0.0)
+            row += f" {_pct(balanced_robust_accuracy(clean))} |"
+        for attack in plan.attacks:
+            for epsilon in epsilons:
+                cell = result.report.cell(model["ref"], attack.name, epsilon)
+                row += f" {_pct(balanced_robust_accuracy(cell))} |"
+        lines.append(row)
+    return lines
 
 
 def _localization_lines(result: TaskResult) -> list[str]:
