@@ -28,7 +28,7 @@ from training.pipeline import Batches, make_dataset
 from training.preprocess import PreprocessConfig
 
 LAST_CHECKPOINT = "last.keras"
-BEST_WEIGHTS = "best.weights.h5"
+WEIGHTS_SUFFIX = ".weights.h5"
 STATE_FILE = "state.json"
 
 
@@ -113,6 +113,10 @@ class _ValidationMetrics(keras.callbacks.Callback):
             )
 
 
+def best_weights_name(epoch: int) -> str:
+    return f"best-epoch{epoch}{WEIGHTS_SUFFIX}"
+
+
 class _CheckpointAndEarlyStop(keras.callbacks.Callback):
     """Per-epoch checkpoint plus early stopping whose state survives a crash.
 
@@ -134,8 +138,11 @@ class _CheckpointAndEarlyStop(keras.callbacks.Callback):
         current = self.sign * float(logs[self.config.monitor])
         best = self.state["best_value"]
         if best is None or current < best - self.config.min_delta:
-            self.state.update(best_value=current, best_epoch=epoch + 1, wait=0)
-            self.model.save_weights(self.directory / BEST_WEIGHTS)
+            # A new file per best epoch, referenced only once state.json commits it: a kill
+            # mid-write leaves an unreferenced file, never a half-written "best" to restore.
+            name = best_weights_name(epoch + 1)
+            self.model.save_weights(self.directory / name)
+            self.state.update(best_value=current, best_epoch=epoch + 1, wait=0, best_weights=name)
         else:
             self.state["wait"] += 1
         self.state["epoch"] = epoch + 1
@@ -146,6 +153,9 @@ class _CheckpointAndEarlyStop(keras.callbacks.Callback):
         self.model.save(partial)
         partial.replace(self.directory / LAST_CHECKPOINT)  # atomic: never half a checkpoint
         _write_json_atomically(self.directory / STATE_FILE, self.state)
+        for stale in self.directory.glob(f"best-epoch*{WEIGHTS_SUFFIX}"):
+            if stale.name != self.state["best_weights"]:
+                stale.unlink(missing_ok=True)
 
 
 class _Warmup(keras.callbacks.Callback):
@@ -230,6 +240,7 @@ def train(
         state = {
             "epoch": 0,
             "best_value": None,
+            "best_weights": None,
             "best_epoch": 0,
             "wait": 0,
             "stopped_early": False,
@@ -262,7 +273,7 @@ def train(
             verbose=verbose,
         )
 
-    model.load_weights(directory / BEST_WEIGHTS)
+    model.load_weights(directory / state["best_weights"])
     validation, _ = evaluate_split(model, val_ds)
     test = None
     if "test" in splits and len(splits["test"]):
