@@ -285,8 +285,9 @@ def test_make_run_node_sends_sr_and_sc_to_orthanc(
         MEDROBUST_HOST="127.0.0.1",
     )
     log = tmp_path / "service.log"
-    # what `make run` runs, less the API (it plays no part here and the CPUs are few)
-    service = spawn([sys.executable, "-m", "service", "--no-api"], env, log)
+    # what `make run` runs, less the API (it plays no part here and the CPUs are few); a grace
+    # shorter than stop()'s wait, so the supervisor escalates to SIGKILL on its children itself
+    service = spawn([sys.executable, "-m", "service", "--no-api", "--grace", "10"], env, log)
     chest = data_dir / "dicom_samples" / "RG1_UNCR.dcm"
     source = pydicom.dcmread(chest, stop_before_pixels=True)
     try:
