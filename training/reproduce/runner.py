@@ -78,6 +78,8 @@ def run_study(
 ) -> list[TaskResult]:
     """Run (or resume) ``tasks`` (default: all) and write the results folder; see module doc.
 
+    Returns every task run published in the folder so far (also by earlier invocations).
+
     ``config_text`` (the YAML as written) and ``overrides`` (command-line changes to it) are
     published verbatim, so the folder says exactly what ran.
     """
@@ -86,16 +88,14 @@ def run_study(
     (folders.out / "config.yaml").write_text(config_text)
     if overrides:
         (folders.out / "overrides.json").write_text(json.dumps(overrides, indent=1))
-    results: list[TaskResult] = []
     for task in selected:
         for seed in config.seeds:
             manifests = [
                 ensure_trained(config, task, v, seed, folders, log) for v in config.variants
             ]
             report = ensure_evaluated(config, task, seed, manifests, folders, log)
-            results.append(publish_task(config, task, seed, manifests, report, folders, log))
-    _write_summary(config, folders, log)
-    return results
+            publish_task(config, task, seed, manifests, report, folders, log)
+    return _write_summary(config, folders, log)
 
 
 def ensure_trained(
@@ -169,7 +169,7 @@ def publish_task(
     report: RobustnessReport,
     folders: StudyFolders,
     log: Log,
-) -> TaskResult:
+) -> None:
     """Write the task's report, tables, curves, heatmap panel, lesion scores and model hashes."""
     out = folders.results(task.name, seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +193,6 @@ def publish_task(
     (out / "models.json").write_text(json.dumps(models, indent=1))
     explain_task(config, task, seed, manifests, folders, out, log)
     log(f"[{task.name} s{seed}] results written to {out}")
-    return TaskResult.from_folder(config, task, seed, out)
 
 
 def explain_task(
@@ -259,7 +258,7 @@ def _panel_rows(labels: np.ndarray, count: int) -> np.ndarray:
     return np.asarray((firsts + rest)[:count], dtype=np.int64)
 
 
-def _write_summary(config: StudyConfig, folders: StudyFolders, log: Log) -> None:
+def _write_summary(config: StudyConfig, folders: StudyFolders, log: Log) -> list[TaskResult]:
     """The headline over every task published so far (also those of earlier invocations)."""
     results = [
         TaskResult.from_folder(config, task, seed, folders.results(task.name, seed))
@@ -272,3 +271,4 @@ def _write_summary(config: StudyConfig, folders: StudyFolders, log: Log) -> None
         json.dumps([r.headline_json(config) for r in results], indent=1)
     )
     log(f"summary of {len(results)} task runs written to {folders.out / 'summary.md'}")
+    return results

@@ -48,6 +48,10 @@ class TaskResult:
         """Variant name → the model key used inside the report."""
         return {m["variant"]: m["ref"] for m in self.models}
 
+    def clean_accuracy(self, ref: str) -> float:
+        """The model's accuracy on the unattacked images (every cell of the model carries it)."""
+        return next(cell.clean_accuracy for cell in self.report.results if cell.model == ref)
+
     def versus_baseline(self, variant: str, attack: str, epsilon: float) -> dict[str, Any]:
         """``variant`` − first variant (the baseline) on the same images, in points."""
         keys = self.keys
@@ -75,11 +79,11 @@ class TaskResult:
                 "ref": model["ref"],
                 "weights_sha256": model["weights_sha256"],
                 "test_balanced_accuracy": model["metrics"].get("test", {}).get("balanced_accuracy"),
+                "clean_accuracy": self.clean_accuracy(model["ref"]),
             }
             for attack in plan.attacks:
                 for epsilon in (plan.typical_epsilon, plan.extreme_epsilon):
                     cell = self.report.cell(model["ref"], attack.name, epsilon)
-                    row["clean_accuracy"] = cell.clean_accuracy
                     row[f"{attack.name}@{epsilon:g}"] = {
                         "robust_accuracy": cell.robust_accuracy,
                         "ci95": cell.robust_accuracy_ci95,
@@ -163,15 +167,13 @@ def summary_markdown(config: StudyConfig, results: list[TaskResult]) -> str:
         for model in result.models:
             test = model["metrics"].get("test", {})
             row = f"| {model['variant']} | {_pct(test.get('balanced_accuracy'))} |"
-            clean = None
             cells = ""
             for attack in plan.attacks:
                 for epsilon in (typical, extreme):
                     cell = report.cell(model["ref"], attack.name, epsilon)
-                    clean = cell.clean_accuracy
                     low, high = cell.robust_accuracy_ci95
                     cells += f" {_pct(cell.robust_accuracy)} [{_pct(low)}, {_pct(high)}] |"
-            lines.append(f"{row} {_pct(clean)} |{cells}")
+            lines.append(f"{row} {_pct(result.clean_accuracy(model['ref']))} |{cells}")
         lines += _balanced_lines(result, plan)
         lines += [
             "",
