@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MEDROBUST_DATA_DIR ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run test lint reproduce bench clean
+.PHONY: install run check test lint reproduce bench clean
 
 install: $(STAMP)
 
@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m service
 
+# Style and types first (seconds), so CI, which runs `make test`, fails on them too.
 # The job tests need Redis on 127.0.0.1:6379 (database 15): started here if none answers.
 # The PACS tests need Orthanc, orthanc-dicomweb, dcmtk, dicom3tools: installed here when root.
-test: $(STAMP)
+test: check
 	./scripts/ensure-redis.sh
 	./scripts/ensure-pacs-tools.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -33,8 +34,16 @@ REPRODUCE_CONFIG ?= configs/reproduce-cpu.yaml
 reproduce: $(STAMP)
 	$(BIN)/medrobust reproduce --config $(REPRODUCE_CONFIG)
 
+LINT_PATHS := training service tests bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check training service tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+
+# ruff lint and format (`ruff format` fixes the latter) over LINT_PATHS; mypy over training/ and
+# service/ as [tool.mypy] in pyproject.toml says.
+check: lint
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -230,6 +230,7 @@ def main() -> None:
     parser.add_argument("--raw-seconds", type=float, default=4.0, help="raw time per round")
     args = parser.parse_args()
 
+    from training.model_ref import ModelRef
     from training.store import ModelStore
 
     work = Path(tempfile.mkdtemp(prefix="bench-http-"))
@@ -244,8 +245,8 @@ def main() -> None:
         (work / "state").mkdir()
         url, process = start_server(store, work / "state", args)
     try:
-        name, _, selector = args.model.partition(":")
-        loaded = ModelStore(store).load(name, selector or "latest")
+        ref = ModelRef.parse(args.model)
+        loaded = ModelStore(store).load(ref.name, ref.selector)
         size = loaded.manifest.preprocess.input_size
         side = args.image_size or size
         rng = np.random.default_rng(0)

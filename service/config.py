@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     store_dir: Path = Field(Path("var/models"), description="model store (training.store)")
     state_dir: Path = Field(Path("var/state"), description="job database, embedded broker, reports")
     data_dir: Path | None = Field(None, description="root of datasets named by relative paths")
+    # job requests may name files only inside these (service/jobs/paths.py)
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="roots job datasets may lie in (symlinks followed); default: [data_dir]",
+    )
+    weights_dir: Path | None = Field(
+        None, description="backbone weights files jobs may name (besides the model store)"
+    )
     database_url: str | None = Field(
         None,
         validation_alias=AliasChoices("DATABASE_URL", "MEDROBUST_DATABASE_URL"),
@@ -33,7 +41,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "MEDROBUST_REDIS_URL"),
-        description="Celery broker and result store; unset: an embedded broker on local disk",
+        description="Celery broker (no result store: job state lives in the job database); "
+        "unset: an embedded broker on local disk",
     )
 
     # serving
@@ -46,7 +55,25 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, description="dynamic micro-batching: largest batch")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb guard")
+    # 4096 × 4096: the models take 32-1024 px inputs, so this is resolution to spare for a
+    # large dermoscopy photo (4000 × 4000) or a CR/DX chest image (~3000 × 3500; the largest
+    # sample in shared/data/dicom_samples is 1955 × 1841), and at DECODE_BYTES_PER_PIXEL
+    # (service.api.decoding) one such image fits exactly in the default decode budget.
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=1, description="decompression-bomb guard: width × height × frames"
+    )
+    max_decode_concurrency: int = Field(
+        2, ge=1, description="images decoded at once, in the API's own decode threads"
+    )
+    decode_memory_budget_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="estimated working memory of all decodes in flight; more waits its turn, "
+        "and one image that alone needs more is refused (413)",
+    )
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="a request body silent this long mid-upload is answered 408"
+    )
     allowed_formats: list[str] = Field(default_factory=lambda: ["png", "jpeg", "dicom"])
 
     # auth: token -> scopes; empty means auth is off (development only)
@@ -62,6 +89,16 @@ class Settings(BaseSettings):
     job_progress_interval_s: float = Field(0.5, ge=0, description="progress write throttle")
     broker_visibility_timeout_s: int | None = Field(
         None, ge=1, description="Redis redelivery of unacked tasks; default hard limit + 600 s"
+    )
+    # a hung database or broker costs the API bounded time and threads (service/jobs/bounded.py)
+    dependency_check_timeout_s: float = Field(
+        2.0, gt=0, description="/readyz and /metrics wait this long for the database or broker"
+    )
+    dependency_check_cache_s: float = Field(
+        1.0, ge=0, description="a dependency check's answer is reused this long"
+    )
+    broker_send_timeout_s: float = Field(
+        5.0, gt=0, description="a job submission waits this long for the broker, then 503"
     )
 
     # PACS over DICOMweb: jobs name a PACS, never a URL (a request cannot make us fetch any URL)

@@ -27,8 +27,8 @@ from types import FrameType
 from sqlalchemy.engine import make_url
 
 from service.config import Settings, get_settings
+from service.jobs.dispatch import QUEUES
 from service.jobs.options import JobOptions
-from service.worker.celery_app import QUEUES
 
 
 def api_command(settings: Settings) -> list[str]:

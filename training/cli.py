@@ -105,9 +105,10 @@ def models_list(store: StoreOption = DEFAULT_STORE) -> None:
 @models_app.command("show")
 def models_show(ref: str, store: StoreOption = DEFAULT_STORE) -> None:
     """The full manifest of NAME[:VERSION|ALIAS] as JSON."""
-    from training.store import parse_model_ref
+    from training.model_ref import ModelRef
 
-    typer.echo(_store(store).manifest(*parse_model_ref(ref)).model_dump_json(indent=1))
+    parsed = ModelRef.parse(ref)
+    typer.echo(_store(store).manifest(parsed.name, parsed.selector).model_dump_json(indent=1))
 
 
 @models_app.command("alias")
@@ -124,19 +125,17 @@ def predict(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Class probabilities for one image file, as JSON."""
+    from training.model_ref import ModelRef
     from training.predict import predict_images
     from training.preprocess import read_image
-    from training.store import parse_model_ref
 
-    loaded = _store(store).load(*parse_model_ref(model))
+    ref = ModelRef.parse(model)
+    loaded = _store(store).load(ref.name, ref.selector)
     typer.echo(predict_images(loaded, [read_image(str(image))])[0].model_dump_json(indent=1))
 
 
 def _split_list(value: str) -> list[str]:
     return [item for item in value.replace(",", " ").split() if item]
-
-
-ITERATIVE_ATTACKS = {"pgd", "pgd_l2", "bim", "mim"}
 
 
 @app.command()
@@ -149,7 +148,12 @@ def evaluate(
     split_mode: Annotated[str, typer.Option(help="source | group")] = "group",
     limit: Annotated[int | None, typer.Option(help="stratified cap on the images")] = None,
     attacks: Annotated[str, typer.Option(help="comma-separated attack names")] = "fgsm,pgd",
-    eps: Annotated[str, typer.Option(help="comma-separated ε in pixel units of 255")] = "1,2,4,8",
+    eps: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated ε in pixel units of 255; 64 is the masking sanity point"
+        ),
+    ] = "1,2,4,8,64",
     steps: Annotated[int, typer.Option(help="steps of iterative attacks")] = 10,
     batch_size: Annotated[int, typer.Option(help="images per attack batch")] = 32,
     seed: Annotated[int, typer.Option(help="random starts are drawn from it")] = 0,
@@ -161,14 +165,16 @@ def evaluate(
     """Attack stored models over an ε sweep; write a JSON report, a markdown table, a PNG curve."""
     from tqdm import tqdm
 
-    from training.evaluation import evaluate_stored
-    from training.reporting import markdown_table, robustness_curve_png
-    from training.robustness import AttackSpec, EvaluationSpec, build_report
+    from training.attacks.registry import takes_parameter
+    from training.robustness.render import markdown_table, robustness_curve_png
+    from training.robustness.report import build_report
+    from training.robustness.run import evaluate_stored
+    from training.robustness.spec import AttackSpec, EvaluationSpec
     from training.store import code_version
 
     spec = EvaluationSpec(
         attacks=[
-            AttackSpec(name=name, params={"steps": steps} if name in ITERATIVE_ATTACKS else {})
+            AttackSpec(name=name, params={"steps": steps} if takes_parameter(name, "steps") else {})
             for name in _split_list(attacks)
         ],
         epsilons=[float(e) for e in _split_list(eps)],
@@ -214,11 +220,13 @@ def explain(
 ) -> None:
     """Grad-CAM (and attention maps) for one image, optionally next to its attacked version."""
     from training.attacks import make_attack
+    from training.attacks.registry import takes_parameter
     from training.explain.image import explain_image
+    from training.model_ref import ModelRef
     from training.preprocess import read_image
-    from training.store import parse_model_ref
 
-    loaded = _store(store).load(*parse_model_ref(model))
+    ref = ModelRef.parse(model)
+    loaded = _store(store).load(ref.name, ref.selector)
     class_index = None
     if class_name is not None:
         if class_name not in loaded.manifest.class_names:
@@ -226,7 +234,7 @@ def explain(
         class_index = loaded.manifest.class_names.index(class_name)
     adversary = None
     if attack is not None:
-        params = {"steps": steps} if attack in ITERATIVE_ATTACKS else {}
+        params = {"steps": steps} if takes_parameter(attack, "steps") else {}
         adversary = make_attack(attack, epsilon=eps, **params)
     result = explain_image(loaded, read_image(str(image)), method, class_index, adversary)
     out.parent.mkdir(parents=True, exist_ok=True)

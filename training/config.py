@@ -7,15 +7,54 @@ model store all describe a run the same way. The defaults are the paper's recipe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from training.architecture import DEFAULT_TAP_LAYER, Architecture, ArchitectureConfig
 from training.data.registry import DatasetSpec
 from training.dicom import DicomAcceptance
-from training.models.builders import DEFAULT_TAP_LAYER, Architecture, ArchitectureConfig
 from training.preprocess import PreprocessConfig
+
+
+class _AdversarialTraining(BaseModel):
+    """What both adversarial-training methods share: an L∞ ball in pixel units, sign steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon: float = Field(gt=0, le=255, description="L∞ radius in pixel units ([0, 255] scale)")
+    steps: int = Field(7, ge=1, description="inner-maximisation steps per batch")
+    step_size: float | None = Field(
+        None, gt=0, description="pixel units; None: Madry's 2.5 · epsilon / steps"
+    )
+    ramp_epochs: int = Field(
+        0, ge=0, description="ε (and the step size) grow linearly to full over these epochs"
+    )
+
+    def epsilon_at(self, epoch: int) -> float:
+        """ε for 0-based ``epoch``: ``epsilon · min(1, (epoch + 1) / ramp_epochs)``."""
+        if not self.ramp_epochs:
+            return self.epsilon
+        return self.epsilon * min(1.0, (epoch + 1) / self.ramp_epochs)
+
+
+class PGDTraining(_AdversarialTraining):
+    """PGD adversarial training (Madry et al. 2018): a ``fraction`` of every batch is replaced
+    by PGD-L∞ examples (random start) made against the current weights."""
+
+    method: Literal["pgd"]
+    fraction: float = Field(1.0, gt=0, le=1, description="share of each batch made adversarial")
+
+
+class TradesTraining(_AdversarialTraining):
+    """TRADES (Zhang et al. 2019): CE(f(x), y) + β · KL(f(x) ‖ f(x')), x' maximising the KL."""
+
+    method: Literal["trades"]
+    beta: float = Field(6.0, ge=0, description="weight of the robustness (KL) term; paper: 6")
+
+
+AdversarialTraining = Annotated[PGDTraining | TradesTraining, Field(discriminator="method")]
 
 
 class TrainConfig(BaseModel):
@@ -37,6 +76,25 @@ class TrainConfig(BaseModel):
     patience: int = Field(40, ge=1)
     min_delta: float = Field(0.001, ge=0)
     seed: int = 0
+    adversarial: AdversarialTraining | None = Field(
+        None, description="adversarial training (PGD-AT or TRADES); None: clean training"
+    )
+    noise_sigma: float = Field(
+        0.0,
+        ge=0,
+        description="Gaussian noise augmentation σ in pixel units (randomized smoothing's σ)",
+    )
+
+    @model_validator(mode="after")
+    def _one_defense(self) -> TrainConfig:
+        if self.adversarial is not None and self.noise_sigma > 0:
+            raise ValueError("choose one defense: train.adversarial or train.noise_sigma, not both")
+        return self
+
+    @property
+    def defended(self) -> bool:
+        """Whether batches are transformed per step (adversarial examples or noise)."""
+        return self.adversarial is not None or self.noise_sigma > 0
 
 
 class ModelOptions(BaseModel):

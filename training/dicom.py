@@ -19,7 +19,9 @@ Planar Configuration is undone by the decoder, and PALETTE COLOR goes through it
 Presentation LUT Shape is not applied on top: for MONOCHROME1 it only restates the inversion.
 
 Every refusal is a :class:`DicomInputError` (a ``ValueError``) whose message says why in words
-an integrator understands, and never carries patient-identifying values.
+an integrator understands, and never carries patient-identifying values. A file cut short is
+refused as corrupt even where pydicom reads it without complaint (:func:`require_pixel_data`),
+and Rescale or Window values that are not finite are refused rather than rendered as one grey.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import pydicom
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, as_pixel_options
@@ -43,6 +46,7 @@ PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 # YCbCr spaces pydicom converts to RGB itself (raw=False); the JPEG 2000 ones leave the codec RGB.
 YBR_TO_RGB = ("YBR_FULL", "YBR_FULL_422")
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 FrameChoice = Literal["first", "refuse"]
 
@@ -61,6 +65,12 @@ class NoPixelDataError(DicomInputError):
 
 class CorruptPixelDataError(DicomInputError):
     """The pixel data cannot be decoded as its header describes (truncated, inconsistent)."""
+
+
+class NonFiniteValueError(DicomInputError):
+    """A well-formed file whose Rescale Slope / Intercept or Window Center / Width is not a
+    finite number (NaN, ±inf): every pixel would come out as one grey, and a model would still
+    answer for it, so the image is refused instead of rendered."""
 
 
 class UnsupportedTransferSyntaxError(DicomInputError):
@@ -125,17 +135,54 @@ def read_dicom(data: bytes | str | Path) -> Dataset:
     try:
         dataset = pydicom.dcmread(io.BytesIO(raw))
     except Exception as exc:  # untrusted bytes: any parser failure means a corrupt file
-        raise NotDicomError(f"corrupt DICOM file: {exc}") from None
+        raise NotDicomError(f"corrupt DICOM file (truncated or malformed): {exc}") from None
     if not dataset.file_meta.get("TransferSyntaxUID"):
         raise NotDicomError("corrupt DICOM file: its File Meta Information has no Transfer Syntax")
     return dataset
 
 
 def require_pixel_data(ds: Dataset) -> None:
-    """:class:`NoPixelDataError`, naming the kind of object, unless ``ds`` holds an image."""
-    if not any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS):
-        kind = UID(header_value(ds, "SOPClassUID")).name or "unknown SOP class"
-        raise NoPixelDataError(f"the DICOM file has no pixel data: it is not an image ({kind})")
+    """:class:`NoPixelDataError`, naming the kind of object, unless ``ds`` holds an image.
+
+    A file cut short before or inside its pixel data is :class:`CorruptPixelDataError` instead:
+    pydicom reads a truncated file without raising (see :func:`ends_inside_an_element`), so
+    the pixel data is simply missing. An image SOP class without pixel data is refused as
+    corrupt too (the Image Pixel module is mandatory in every image IOD): most likely a file
+    cut exactly between two elements, which leaves no other trace.
+    """
+    if any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS):
+        return
+    kind = UID(header_value(ds, "SOPClassUID")).name
+    if ends_inside_an_element(ds):
+        raise CorruptPixelDataError(
+            "corrupt DICOM file: it ends inside a data element, before its pixel data (truncated)"
+        )
+    if "Image Storage" in kind:
+        raise CorruptPixelDataError(
+            f"corrupt DICOM file: a {kind} object without pixel data (truncated?)"
+        )
+    raise NoPixelDataError(
+        f"the DICOM file has no pixel data: it is not an image ({kind or 'unknown SOP class'})"
+    )
+
+
+def ends_inside_an_element(ds: Dataset) -> bool:
+    """Whether pydicom stopped reading ``ds`` inside an element because its file ended there.
+
+    pydicom is lenient with truncated files: when the file ends inside an element of undefined
+    length (encapsulated pixel data, a sequence) it warns and returns the dataset *empty*, and
+    when it ends inside a value of defined length that value comes back short. (A cut inside a
+    nested item makes pydicom raise, which :func:`read_dicom` already refuses.)
+    """
+    if len(ds) == 0:
+        return True
+    last = ds.get_item(max(ds.keys()))  # raw as read: no value conversion
+    return (
+        isinstance(last, RawDataElement)
+        and last.length != UNDEFINED_LENGTH
+        and last.value is not None
+        and len(last.value) < last.length
+    )
 
 
 def number_of_frames(ds: Dataset) -> int:
@@ -271,14 +318,27 @@ def _modality_values(pixels: np.ndarray, view: Dataset) -> np.ndarray:
     """Stored values → modality values (Modality LUT, or Rescale Slope/Intercept).
 
     An untrusted header may hold a Modality LUT without its data or a rescale value that is
-    not a number; pydicom then fails with whatever error numpy or its parser raises.
+    not a number; pydicom then fails with whatever error numpy or its parser raises. A rescale
+    that parses to NaN or ±inf (or overflows float64) gives values that are not finite:
+    :class:`NonFiniteValueError`, rather than the all-black image min–max would make of them.
     """
     try:
-        return apply_modality_lut(pixels, view)
+        with np.errstate(over="ignore", invalid="ignore"):  # judged below, not warned about
+            values = apply_modality_lut(pixels, view)
     except Exception as exc:  # a malformed Modality LUT or rescale value in an untrusted file
         raise CorruptPixelDataError(
             f"malformed Modality LUT or Rescale Slope / Intercept: {exc}"
         ) from None
+    if not np.isfinite(values).all():
+        slope, intercept = (
+            header_value(view, "RescaleSlope"),
+            header_value(view, "RescaleIntercept"),
+        )
+        raise NonFiniteValueError(
+            f"Rescale Slope {slope or '(none)'} / Intercept {intercept or '(none)'} give pixel "
+            "values that are not finite numbers: the image cannot be rendered"
+        )
+    return values
 
 
 def _voi_unit(values: np.ndarray, view: Dataset) -> np.ndarray:
@@ -315,7 +375,11 @@ def _apply_voi_lut(values: np.ndarray, view: Dataset, item: Dataset) -> np.ndarr
 
 def first_window(view: Dataset) -> tuple[float, float, str] | None:
     """(centre, width, VOI LUT Function) of the first window, or ``None`` when there is no
-    usable one (absent, empty, not a number, or a width the function does not allow)."""
+    usable one (absent, empty, not a number, or a width the function does not allow).
+
+    A centre or width that parses to NaN or ±inf is :class:`NonFiniteValueError`: the file
+    states a window no display can apply, so it is refused rather than silently replaced.
+    """
     if "WindowCenter" not in view or "WindowWidth" not in view:
         return None
     try:
@@ -323,11 +387,15 @@ def first_window(view: Dataset) -> tuple[float, float, str] | None:
         width = float(_first_value(view["WindowWidth"].value))
     except (TypeError, ValueError, IndexError):
         return None
+    if not (np.isfinite(centre) and np.isfinite(width)):
+        raise NonFiniteValueError(
+            f"Window Center {centre} / Width {width} is not finite: the image cannot be rendered"
+        )
     function = str(view.get("VOILUTFunction", "") or "LINEAR").strip().upper()
     if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         function = "LINEAR"  # the standard's default when the value is absent
     minimum_ok = width >= 1 if function == "LINEAR" else width > 0
-    if not (np.isfinite(centre) and np.isfinite(width) and minimum_ok):
+    if not minimum_ok:
         return None
     return centre, width, function
 

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ import keras
 import numpy as np
 from pydantic import BaseModel
 
-from training import gradients
+from training import defenses, gradients
+from training.architecture import ArchitectureConfig
 from training.config import TrainConfig, TrainingSpec
 from training.data.base import LabeledImages
 from training.metrics import ClassificationMetrics, classification_metrics, softmax
-from training.models.builders import ArchitectureConfig, build_from_config
-from training.pipeline import Batches, make_dataset
+from training.models.builders import build_from_config
+from training.pipeline import ArrayBatches, Batches, array_batches, make_dataset
 from training.preprocess import PreprocessConfig
 
 LAST_CHECKPOINT = "last.keras"
@@ -67,10 +69,11 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> dict[int,
 
 
 def compile_for_training(model: keras.Model, config: TrainConfig) -> None:
-    """The paper's optimiser and loss: Adam(lr, ε) and cross-entropy on the logits."""
+    """The paper's optimiser and loss: Adam(lr, ε) and cross-entropy on the logits (TRADES'
+    loss instead when the recipe trains with TRADES)."""
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        loss=defenses.training_loss(config),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
 
@@ -199,7 +202,7 @@ class _Progress(keras.callbacks.Callback):
     def _emit(self, stage: str, logs: dict[str, Any] | None, batch: int) -> None:
         if self.listener is None:
             return
-        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)}
+        metrics = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, Real)}
         self.listener(
             ProgressEvent(
                 stage=stage,
@@ -229,7 +232,6 @@ def train(
 
     architecture = spec.model.architecture_config(data.num_classes, spec.preprocess.input_size)
     train_data, val_data = data.subset(splits["train"]), data.subset(splits["val"])
-    train_ds = make_dataset(train_data, spec.preprocess, config.batch_size, True, config.seed)
     val_ds = _eval_dataset(val_data, spec.preprocess, config.batch_size)
     steps = max(1, math.ceil(config.epoch_fraction * len(train_data) / config.batch_size))
 
@@ -261,9 +263,15 @@ def train(
         if config.class_weighting == "inverse_frequency"
         else None
     )
-    if state["epoch"] < config.epochs and not state["stopped_early"]:
+    remaining = state["epoch"] < config.epochs and not state["stopped_early"]
+    if remaining and config.defended:
+        batches = array_batches(train_data, spec.preprocess, config.batch_size, True, config.seed)
+        _fit_defended(
+            model, config, batches, class_weight, steps, state["epoch"], callbacks, verbose
+        )
+    elif remaining:
         model.fit(
-            train_ds,
+            make_dataset(train_data, spec.preprocess, config.batch_size, True, config.seed),
             epochs=config.epochs,
             initial_epoch=state["epoch"],
             steps_per_epoch=steps,
@@ -297,6 +305,57 @@ def train(
         validation=validation,
         test=test,
     )
+
+
+def _fit_defended(
+    model: keras.Model,
+    config: TrainConfig,
+    batches: ArrayBatches,
+    class_weight: dict[int, float] | None,
+    steps: int,
+    initial_epoch: int,
+    callbacks: list[keras.callbacks.Callback],
+    verbose: int,
+) -> None:
+    """``model.fit``'s epoch loop, one ``train_on_batch`` at a time, for defended recipes.
+
+    Adversarial examples must be made against the weights of the step that trains on them, so
+    the batch is built here, synchronously, never ahead in an input pipeline's threads. Batch
+    ``i`` of the run is ``batches[i]`` (a function of ``i`` alone) and every random draw is
+    seeded by (seed, epoch, batch), so a run resumed at ``initial_epoch`` is the same run.
+    Callbacks see what ``fit`` shows them: epoch and batch begin/end, running-mean logs.
+    """
+    callback_list = keras.callbacks.CallbackList(
+        callbacks,
+        add_progbar=verbose != 0,
+        model=model,
+        verbose=verbose,
+        epochs=config.epochs,
+        steps=steps,
+    )
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, config.epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        logs: dict[str, float] = {}
+        for batch in range(steps):
+            callback_list.on_train_batch_begin(batch)
+            pixels, onehot = batches[epoch * steps + batch]
+            weights = defenses.class_sample_weights(onehot, class_weight)
+            x, y, sample_weight = defenses.defended_batch(
+                model, config, pixels, onehot, weights, epoch, batch, steps
+            )
+            defenses.reseed_dropout(model, config.seed, epoch, batch)
+            result = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
+            logs = {key: float(value) for key, value in result.items()}
+            callback_list.on_train_batch_end(batch, logs)
+            if model.stop_training:
+                break
+        callback_list.on_epoch_end(epoch, dict(logs))
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
 
 
 def _eval_dataset(data: LabeledImages, config: PreprocessConfig, batch_size: int) -> Batches:

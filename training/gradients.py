@@ -16,18 +16,21 @@ per-call state, so one model can serve concurrent callers.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
 
 BACKEND = keras.backend.backend()
 
-_compiled: weakref.WeakKeyDictionary[keras.Model, dict[Any, Callable]] = weakref.WeakKeyDictionary()
+_Made = TypeVar("_Made")
+
+# Compiled functions and the split-model pairs they are built on, per model and key.
+_compiled: weakref.WeakKeyDictionary[keras.Model, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
-def _cached(model: keras.Model, key: Any, make: Callable[[], Callable]) -> Callable:
+def _cached(model: keras.Model, key: Any, make: Callable[[], _Made]) -> _Made:
     per_model = _compiled.setdefault(model, {})
     if key not in per_model:
         per_model[key] = make()
@@ -82,6 +85,26 @@ def linf_ascent_steps(
     )
 
 
+def loss_step(
+    model: keras.Model, key: Hashable, loss: Callable, update: Callable
+) -> Callable[[tuple, tuple], tuple]:
+    """A compiled ``step(state, constants) -> state`` for attacks that iterate on their own loss.
+
+    ``state[0]`` is the batch of images where the step stands. The step evaluates the per-example
+    ``loss(logits, constants)`` there and its input gradient (of the sum, so each example gets
+    the gradient of its own loss), then returns ``update(state, constants, loss_values, gradient,
+    logits)``. ``loss`` and ``update`` must be written with ``keras.ops`` so one definition
+    compiles on every backend; everything a step needs that changes between calls (flags, step
+    sizes) goes in ``constants`` as arrays, never Python numbers, or each new value recompiles.
+
+    Gradient and bookkeeping are one compiled call, and the state stays on the device between
+    calls (backend tensors; ``np.asarray`` them at the end): an attack whose per-example state is
+    several image-sized arrays would otherwise spend longer moving them through numpy each step
+    than computing the gradient. ``key`` names the (loss, update) pair in the per-model cache.
+    """
+    return _cached(model, ("loss_step", key), lambda: _make_loss_step(model, loss, update))
+
+
 def batch_logits(model: keras.Model, pixels: Any) -> np.ndarray:
     """Logits of one input-pipeline batch, for evaluation during and after training.
 
@@ -107,8 +130,7 @@ def layer_activations_and_gradients(
     """
     if class_indices is None:
         class_indices = np.full(len(pixels), -1)
-    parts = _cached(model, ("split", layer_name), lambda: _split_at(model, layer_name))
-    head, tail = parts
+    head, tail = _cached(model, ("split", layer_name), lambda: _split_at(model, layer_name))
     step = _cached(model, ("layer_grad", layer_name), lambda: _make_layer_gradient(head, tail))
     activations, gradient, out, classes = step(
         pixels.astype(np.float32), np.asarray(class_indices).astype(np.int32)
@@ -129,6 +151,10 @@ def _split_at(model: keras.Model, layer_name: str) -> tuple[keras.Model, keras.M
 if BACKEND == "tensorflow":
     import tensorflow as tf
 
+    # a model whose output does not depend on its input (e.g. behind a stop-gradient) has a zero
+    # gradient, as on JAX, instead of TensorFlow's None
+    ZERO = tf.UnconnectedGradients.ZERO
+
     def _make_forward(model: keras.Model) -> Callable:
         @tf.function(reduce_retracing=True)
         def forward(pixels: tf.Tensor) -> tf.Tensor:
@@ -143,7 +169,9 @@ if BACKEND == "tensorflow":
                 tape.watch(pixels)
                 out = model(pixels, training=False)
                 loss = tf.reduce_sum(_cross_entropy(out, onehot))
-            return tape.gradient(loss, pixels), out
+            # a dense input's gradient is a Tensor (IndexedSlices only arise from gathers)
+            gradient = tf.convert_to_tensor(tape.gradient(loss, pixels, unconnected_gradients=ZERO))
+            return gradient, out
 
         return step
 
@@ -166,6 +194,20 @@ if BACKEND == "tensorflow":
             x_adv = np.clip(moved, clip[0], clip[1])
         return x_adv
 
+    def _make_loss_step(model: keras.Model, loss: Callable, update: Callable) -> Callable:
+        @tf.function(reduce_retracing=True)
+        def step(state: tuple, constants: tuple) -> tuple:
+            pixels = state[0]
+            with tf.GradientTape() as tape:
+                tape.watch(pixels)
+                out = model(pixels, training=False)
+                values = loss(out, constants)
+                total = tf.reduce_sum(values)
+            grad = tape.gradient(total, pixels, unconnected_gradients=ZERO)
+            return update(state, constants, values, grad, out)
+
+        return step
+
     def _make_layer_gradient(head: keras.Model, tail: keras.Model) -> Callable:
         @tf.function(reduce_retracing=True)
         def step(pixels: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -176,7 +218,8 @@ if BACKEND == "tensorflow":
                 predicted = tf.argmax(out, axis=1, output_type=tf.int32)
                 classes = tf.where(classes < 0, predicted, classes)
                 score = tf.reduce_sum(tf.gather(out, classes, axis=1, batch_dims=1))
-            return activations, tape.gradient(score, activations), out, classes
+            grad = tape.gradient(score, activations, unconnected_gradients=ZERO)
+            return activations, grad, out, classes
 
         return step
 
@@ -252,6 +295,23 @@ elif BACKEND == "jax":
         for _ in range(steps):
             device_adv = step(weights, device_adv, device_x, device_onehot, numbers)
         return np.asarray(device_adv)
+
+    def _make_loss_step(model: keras.Model, loss: Callable, update: Callable) -> Callable:
+        call = _pure(model)
+
+        def objective(pixels: Any, weights: Any, constants: tuple) -> tuple[Any, Any]:
+            out = call(weights, pixels)
+            values = loss(out, constants)
+            return jnp.sum(values), (values, out)
+
+        grad = jax.grad(objective, has_aux=True)
+
+        @jax.jit
+        def step(weights: Any, state: tuple, constants: tuple) -> tuple:
+            gradient, (values, out) = grad(state[0], weights, constants)
+            return update(state, constants, values, gradient, out)
+
+        return lambda state, constants: step(_weights(model), tuple(state), tuple(constants))
 
     def _make_layer_gradient(head: keras.Model, tail: keras.Model) -> Callable:
         head_call, tail_call = _pure(head), _pure(tail)

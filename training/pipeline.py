@@ -34,10 +34,11 @@ def prepared_arrays(data: LabeledImages, config: PreprocessConfig) -> np.ndarray
     """Every image of ``data`` prepared into one float32 array (N, S, S, 3), decoded in threads."""
     if data.arrays is not None:
         return prepare_batch(data.arrays, config)
+    paths = data.file_paths()
     out = np.empty((len(data), config.input_size, config.input_size, 3), dtype=np.float32)
 
     def load(index: int) -> None:
-        out[index] = prepare_image(read_image(data.paths[index]), config)
+        out[index] = prepare_image(read_image(paths[index]), config)
 
     with ThreadPoolExecutor(_DECODE_THREADS) as pool:
         list(pool.map(load, range(len(data))))  # list(): re-raises the first error, naming the file
@@ -64,16 +65,20 @@ class ArrayBatches(keras.utils.PyDataset):
     @property
     def num_batches(self) -> int | None:
         """None (endless) for training, else the batches of one pass."""
-        return None if self.training else math.ceil(len(self.images) / self.batch_size)
+        return None if self.training else self._batches_per_pass()
+
+    def _batches_per_pass(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self.training:
             rows = self._training_rows(index)
             return self.images[rows], self.onehot[rows]
-        if not 0 <= index < self.num_batches:
-            raise IndexError(f"batch {index} of {self.num_batches}")
-        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return self.images[rows], self.onehot[rows]
+        count = self._batches_per_pass()
+        if not 0 <= index < count:
+            raise IndexError(f"batch {index} of {count}")
+        window = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.images[window], self.onehot[window]
 
     def _training_rows(self, index: int) -> np.ndarray:
         count = len(self.images)
@@ -93,6 +98,15 @@ class ArrayBatches(keras.utils.PyDataset):
 Batches: TypeAlias = "tf.data.Dataset | ArrayBatches"
 
 
+def array_batches(
+    data: LabeledImages, config: PreprocessConfig, batch_size: int, training: bool, seed: int = 0
+) -> ArrayBatches:
+    """:class:`ArrayBatches` over ``data`` on any backend: batch ``i`` is a function of ``i``
+    alone, which a training loop that must resume mid-stream exactly (defended training) needs."""
+    onehot = np.eye(data.num_classes, dtype=np.float32)[data.labels.astype(np.int64)]
+    return ArrayBatches(prepared_arrays(data, config), onehot, batch_size, training, seed)
+
+
 def make_dataset(
     data: LabeledImages,
     config: PreprocessConfig,
@@ -107,8 +121,7 @@ def make_dataset(
     setting); otherwise one ordered pass. tf.data on TensorFlow, :class:`ArrayBatches` elsewhere.
     """
     if BACKEND != "tensorflow":
-        onehot = np.eye(data.num_classes, dtype=np.float32)[data.labels.astype(np.int64)]
-        return ArrayBatches(prepared_arrays(data, config), onehot, batch_size, training, seed)
+        return array_batches(data, config, batch_size, training, seed)
     images = _prepared_images(data, config).cache()
     labels = tf.data.Dataset.from_tensor_slices(
         tf.one_hot(data.labels.astype(np.int32), data.num_classes)
@@ -132,5 +145,5 @@ def _prepared_images(data: LabeledImages, config: PreprocessConfig) -> tf.data.D
         image = tf.numpy_function(load, [path], tf.float32, stateful=False)
         return tf.ensure_shape(image, (size, size, 3))
 
-    paths = tf.data.Dataset.from_tensor_slices(list(data.paths))
+    paths = tf.data.Dataset.from_tensor_slices(list(data.file_paths()))
     return paths.map(load_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -8,6 +8,7 @@ and attacks and Grad-CAM work in pixel space.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import cv2
@@ -80,8 +81,10 @@ def prepare_image(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return to_rgb(image).astype(np.float32)
 
 
-def prepare_batch(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """``prepare_image`` over a stack of images → float32 (N, S, S, 3)."""
+def prepare_batch(
+    images: np.ndarray | Sequence[np.ndarray], config: PreprocessConfig
+) -> np.ndarray:
+    """``prepare_image`` over a stack, or a list of any-sized images → float32 (N, S, S, 3)."""
     out = np.empty((len(images), config.input_size, config.input_size, 3), dtype=np.float32)
     for i, image in enumerate(images):
         out[i] = prepare_image(image, config)
@@ -110,7 +113,7 @@ def decode_image_bytes(data: bytes, source: str = "image") -> np.ndarray:
     if image is None:
         raise ValueError(f"cannot decode {source!r} (corrupt, truncated or not an image)")
     if image.dtype != np.uint8:
-        scale = 255.0 / np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
+        scale = 255.0 / np.iinfo(image.dtype.name).max if image.dtype.kind in "ui" else 1.0
         image = np.clip(image.astype(np.float32) * scale, 0, 255).astype(np.uint8)
     if image.ndim == 3:
         code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB

@@ -15,28 +15,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 from pydantic import BaseModel, Field
 
 import training
+from training.architecture import ArchitectureConfig
 from training.dicom import DicomAcceptance
 from training.metrics import ClassificationMetrics
-from training.models.builders import ArchitectureConfig
+from training.model_ref import LATEST, NAME_PATTERN
 from training.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    import keras
 
 WEIGHTS_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 ALIASES_FILE = "aliases.json"
-LATEST = "latest"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ModelStoreError(LookupError):
@@ -102,12 +102,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return training.__version__
     return f"{training.__version__}+{commit}" if commit else training.__version__
-
-
-def parse_model_ref(ref: str) -> tuple[str, str]:
-    """``"name"`` → (name, "latest"); ``"name:3"`` or ``"name:production"`` → (name, that)."""
-    name, _, selector = ref.partition(":")
-    return name, selector or LATEST
 
 
 class ModelStore:
@@ -224,5 +218,11 @@ class ModelStore:
                 f"{manifest.ref}: weights sha256 {actual} does not match the recorded "
                 f"{manifest.weights_sha256}; the artifact is corrupted or was modified"
             )
+        # Keras (and the custom layers' registration) only here: reading manifests, resolving
+        # refs and listing the store stay free of the ML stack
+        import keras
+
+        import training.models  # noqa: F401 - registers the custom layers for deserialisation
+
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
         return LoadedModel(model=model, manifest=manifest)

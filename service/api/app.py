@@ -20,6 +20,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import training
+from service.api.body_timeout import BodyReadTimeoutMiddleware
+from service.api.decoding import DecodePool
 from service.api.errors import install_error_handlers
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.models_registry import ModelRegistry
@@ -36,7 +38,8 @@ Serve the ResNet-50 classifiers (baseline and soft-attention) from the model sto
 explain (Grad-CAM, attention maps, clean vs adversarial), manage model aliases and jobs.
 
 Auth: `Authorization: Bearer <token>`; tokens and their scopes (`predict`, `explain`, `jobs`,
-`admin`) come from `MEDROBUST_API_TOKENS`. `/healthz`, `/readyz` and `/metrics` are open.
+`admin`) come from `MEDROBUST_API_TOKENS`. `/healthz`, `/readyz`, `/readyz/jobs` and `/metrics`
+are open.
 """
 
 
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = ModelRegistry(ModelStore(settings.store_dir), settings, metrics)
         app.state.models = registry
+        app.state.decoder = DecodePool.from_settings(settings)
         try:
             await registry.start()
             app.state.jobs = await asyncio.to_thread(JobRuntime.open, settings)
@@ -57,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await registry.close()
+            await asyncio.to_thread(app.state.decoder.close)
             jobs = getattr(app.state, "jobs", None)
             if jobs is not None:
                 await asyncio.to_thread(jobs.close)
@@ -73,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = None
     metrics.watch_jobs(lambda: app.state.jobs)
     install_error_handlers(app)
+    app.add_middleware(BodyReadTimeoutMiddleware, timeout_s=settings.body_read_timeout_s)
+    # Added last, so outermost: it records every answer's status, 408 and 499 included.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(predict.router)

@@ -11,17 +11,23 @@ every caller holds every scope (development only). Use as a dependency::
 
 Health routes (``/healthz``, ``/readyz``, ``/metrics``) take no dependency and stay open.
 A scope is granted only by listing it; ``admin`` does not imply the others.
+
+FastAPI parses a JSON body before it runs any dependency, so a route with a body would answer
+malformed JSON with 422 to a caller without a token. A router whose routes take a body is
+declared with ``route_class=authenticated_route(scope)``: the token is checked before the body is
+read, and the dependency then only names the caller.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.errors import Forbidden, Unauthorized
@@ -73,14 +79,39 @@ def require_scope(scope: str | None) -> Callable[..., Awaitable[Principal]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        settings: Settings = request.app.state.settings
-        principal = authenticate(settings, credentials.credentials if credentials else None)
-        if scope is not None and scope not in principal.scopes:
-            raise Forbidden(f"this token lacks the {scope!r} scope")
-        return principal
+        token = credentials.credentials if credentials else None
+        return _admit(request.app.state.settings, token, scope)
 
     dependency.__name__ = f"require_scope_{scope or 'any'}"
     return dependency
+
+
+def _admit(settings: Settings, token: str | None, scope: str | None) -> Principal:
+    principal = authenticate(settings, token)
+    if scope is not None and scope not in principal.scopes:
+        raise Forbidden(f"this token lacks the {scope!r} scope")
+    return principal
+
+
+def authenticated_route(scope: str | None) -> type[APIRoute]:
+    """A route class that admits the caller (401/403) before FastAPI reads the request body."""
+    if scope is not None and scope not in ALL_SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose one of {ALL_SCOPES}")
+
+    class AuthenticatedRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def admitted(request: Request) -> Response:
+                credentials = await _bearer(request)
+                token = credentials.credentials if credentials else None
+                _admit(request.app.state.settings, token, scope)
+                return await handler(request)
+
+            return admitted
+
+    AuthenticatedRoute.__name__ = f"AuthenticatedRoute_{scope or 'any'}"
+    return AuthenticatedRoute
 
 
 Authenticated = Annotated[Principal, Depends(require_scope(None))]

@@ -1,4 +1,4 @@
-"""Shared ``Annotated`` dependencies: the app's settings and model registry."""
+"""Shared ``Annotated`` dependencies: the app's settings, model registry and job runtime."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.api.errors import NotFound, Unprocessable
-from service.api.inputs import ModelSelection
+from service.api.errors import NotFound, ServiceUnavailable, Unprocessable
 from service.api.models_registry import ModelRegistry
+from service.api.params import ModelSelection
 from service.config import Settings
+from service.jobs.runtime import JobRuntime
 
 
 # async (though they await nothing): FastAPI runs sync dependencies in a thread pool, a needless
@@ -22,8 +23,17 @@ async def _registry(request: Request) -> ModelRegistry:
     return request.app.state.models
 
 
+async def _jobs(request: Request) -> JobRuntime:
+    """The runtime the lifespan opened; 503 outside it (start-up failed, or shutting down)."""
+    runtime = request.app.state.jobs
+    if runtime is None:
+        raise ServiceUnavailable("the job runtime is not open")
+    return runtime
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
+JobsDep = Annotated[JobRuntime, Depends(_jobs)]
 
 
 def selected_refs(selection: ModelSelection, settings: Settings) -> list[str]:

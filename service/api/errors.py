@@ -1,8 +1,9 @@
 """The one error mapper: every failure the API knows about becomes ``{"detail": ...}`` with a 4xx.
 
 Handlers raise :class:`ApiError` (or a subclass naming its status); errors that come up from
-``training/`` (unknown model, bad attack parameters) are mapped here and nowhere else, so a route
-never needs its own ``try/except`` to turn a library error into an HTTP answer. Anything not
+``training/`` (unknown model, bad attack parameters) and from the job runtime (bad spec, reused
+Idempotency-Key, broker down) are mapped here and nowhere else, so a route never needs its own
+``try/except`` to turn a library error into an HTTP answer. Anything not
 mapped is a bug: it is logged with its traceback and answered with a plain 500 that leaks nothing.
 """
 
@@ -14,21 +15,25 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from service.jobs.runtime import EnqueueError, IdempotencyConflict, JobSpecError
 from training.attacks import AttackError
 from training.dicom import (
     CorruptPixelDataError,
     DicomInputError,
     ModalityMismatchError,
     MultiFrameRefusedError,
+    NonFiniteValueError,
     NoPixelDataError,
     NotDicomError,
     UnsupportedPixelFormatError,
     UnsupportedTransferSyntaxError,
 )
+from training.model_ref import ModelRefError
 from training.store import IntegrityError, ModelStoreError
 
 log = logging.getLogger("service.api")
@@ -86,8 +91,21 @@ class UnsupportedMediaType(ApiError):
     status_code = 415
 
 
+class Conflict(ApiError):
+    status_code = 409
+
+
 class Unprocessable(ApiError):
     status_code = 422
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+
+
+# nginx's "client closed request": not an HTTP status a client ever sees (it has gone), but the
+# status the metrics record, so a disconnect mid-upload is not counted as a server error.
+CLIENT_CLOSED_REQUEST = 499
 
 
 # Documented on every route that takes an image (OpenAPI ``responses=``).
@@ -105,7 +123,8 @@ IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {
         "model": ErrorResponse,
         "description": "invalid parameters; DICOM without pixel data, a refused multi-frame "
-        "file, or a Modality / Body Part the model does not accept",
+        "file, Rescale / Window values that are not finite, or a Modality / Body Part the "
+        "model does not accept",
     },
 }
 
@@ -118,6 +137,7 @@ DICOM_STATUS: dict[type[DicomInputError], int] = {
     UnsupportedPixelFormatError: 415,
     NoPixelDataError: 422,
     MultiFrameRefusedError: 422,
+    NonFiniteValueError: 422,
     ModalityMismatchError: 422,
 }
 
@@ -139,7 +159,7 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _model_store_error(_: Request, exc: Exception) -> JSONResponse:
-    return _json(404, str(exc))
+    return _json(404, str(exc))  # also a ModelRefError: a ref no store could hold names no model
 
 
 async def _attack_error(_: Request, exc: Exception) -> JSONResponse:
@@ -149,6 +169,21 @@ async def _attack_error(_: Request, exc: Exception) -> JSONResponse:
 async def _dicom_error(_: Request, exc: Exception) -> JSONResponse:
     status = next((code for kind, code in DICOM_STATUS.items() if isinstance(exc, kind)), 400)
     return _json(status, str(exc))
+
+
+async def _job_spec_error(_: Request, exc: Exception) -> JSONResponse:
+    return _json(422, str(exc))
+
+
+async def _idempotency_conflict(_: Request, exc: Exception) -> JSONResponse:
+    return _json(409, str(exc))
+
+
+async def _enqueue_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EnqueueError)
+    # the job exists (failed): its id lets the client look at it or resubmit knowingly
+    detail = {"message": str(exc), "job_id": exc.job.id, "state": exc.job.state.value}
+    return _json(503, detail)
 
 
 async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
@@ -169,6 +204,15 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     return _json(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
 
+async def _client_disconnect(request: Request, _: Exception) -> Response:
+    log.info(
+        "client disconnected before sending its whole request: %s %s",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json(500, "internal server error")
@@ -178,9 +222,14 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping above on ``app``."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(ModelStoreError, _model_store_error)
+    app.add_exception_handler(ModelRefError, _model_store_error)
+    app.add_exception_handler(JobSpecError, _job_spec_error)
+    app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
+    app.add_exception_handler(EnqueueError, _enqueue_error)
     app.add_exception_handler(AttackError, _attack_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(DicomInputError, _dicom_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unhandled)

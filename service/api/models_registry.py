@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,13 +26,12 @@ from service.api.metrics import Metrics
 from service.config import Settings
 from training import gradients
 from training.metrics import softmax
-from training.store import LATEST, NAME_PATTERN, LoadedModel, ModelManifest, ModelStore
+from training.model_ref import NAME_PATTERN, ModelRef
+from training.store import LoadedModel, ModelManifest, ModelStore
 
 log = logging.getLogger("service.api.models")
 
 EXPLAIN_CONCURRENCY = 2  # explanations (and attacks) running at once per process
-
-_SELECTOR = re.compile(r"^(latest|\d{1,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
 
 
 def check_name(name: str) -> str:
@@ -41,15 +39,6 @@ def check_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
         raise NotFound(f"no model named {name!r}")
     return name
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``name[:selector]`` → (name, selector), refusing names that are not store names (404)."""
-    name, _, selector = ref.partition(":")
-    selector = selector or LATEST
-    if not NAME_PATTERN.match(name) or not _SELECTOR.match(selector):
-        raise NotFound(f"no model {ref!r}: refs look like 'name', 'name:3' or 'name:alias'")
-    return name, selector
 
 
 @dataclass
@@ -133,8 +122,8 @@ class ModelRegistry:
 
     def resolve(self, ref: str) -> tuple[str, int]:
         """(name, version) a ref points at now (404 if none)."""
-        name, selector = split_ref(ref)
-        return name, self.store.resolve(name, selector)  # ModelStoreError → 404
+        parsed = ModelRef.parse(ref)  # ModelRefError → 404, as ModelStoreError below
+        return parsed.name, self.store.resolve(parsed.name, parsed.selector)
 
     async def get(self, ref: str) -> ServedModel:
         """The served model a ref resolves to, loading that version once if needed."""

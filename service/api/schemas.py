@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydicom.dataset import Dataset
 
-from service.api.inputs import ImageUpload
+from service.api.images import ImageUpload
 from training.dicom import header_value
 from training.predict import Prediction
 from training.store import ModelManifest

@@ -19,6 +19,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from service.jobs.dispatch import ROUTES
 from service.jobs.options import JobOptions
 from service.jobs.repository import JobRepository, holder_is_dead, utcnow
 from service.jobs.schemas import JobKind, JobState, JobView
@@ -34,14 +35,6 @@ class Sender(Protocol):
     def queue_depths(self) -> dict[str, int]: ...
 
 
-QUEUE_OF = {
-    JobKind.training: "training",
-    JobKind.evaluation: "evaluation",
-    JobKind.pacs_study: "pacs",
-    JobKind.pacs_dimse: "pacs",
-}
-
-
 def _queue_empty(sender: Sender, kind: JobKind, cache: dict[str, dict[str, int]]) -> bool:
     """True only when the broker says the job's queue holds no message (unknown: False)."""
     if "depths" not in cache:
@@ -50,7 +43,7 @@ def _queue_empty(sender: Sender, kind: JobKind, cache: dict[str, dict[str, int]]
         except Exception as exc:  # noqa: BLE001 - broker down: resend nothing now
             log.warning("cannot read queue depths: %s", exc)
             cache["depths"] = {}
-    return cache["depths"].get(QUEUE_OF[kind]) == 0
+    return cache["depths"].get(ROUTES[kind].queue) == 0
 
 
 def _quiet_for(heartbeat: datetime | None, now: datetime) -> float:

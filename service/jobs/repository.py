@@ -23,7 +23,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.config import Settings
 from service.jobs.models import Base, JobRow, ShardRow
+from service.jobs.options import JobOptions
 from service.jobs.schemas import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -235,6 +237,26 @@ class JobRepository:
                 raise
             return existing, False
         return job_view(row), True
+
+    def fail_unsent(self, job_id: str, error: str) -> bool:
+        """A job the broker never took: failed, and its Idempotency-Key released, so a retry
+        under the same key creates and sends a new job instead of finding this failed one
+        forever. False (nothing changed) if a worker has claimed it meanwhile: a send that
+        outlived its caller's deadline went through after all."""
+        now = utcnow()
+        with self._session() as session, session.begin():
+            changed = session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == JobState.queued, JobRow.attempts == 0)
+                .values(
+                    state=JobState.failed.value,
+                    error=error[:4000],
+                    idempotency_key=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+        return changed.rowcount == 1
 
     def get(self, job_id: str) -> JobView | None:
         with self._session() as session:
@@ -590,6 +612,24 @@ class JobRepository:
                 .values(heartbeat_at=now)
             )
         return changed.rowcount == 1
+
+
+def open_job_database(settings: Settings) -> tuple[JobOptions, JobRepository]:
+    """The job options and the job database of ``settings``, its schema created.
+
+    The API, each worker process and the worker's start-up sweep open it the same way: leases
+    and attempts from the options, so every writer applies the same takeover rule.
+    """
+    options = JobOptions.from_settings(settings)
+    repo = JobRepository(
+        settings.resolved_database_url, lease_s=options.lease_s, max_attempts=options.max_attempts
+    )
+    try:
+        repo.create_schema()
+    except BaseException:
+        repo.dispose()
+        raise
+    return options, repo
 
 
 def _running_and_silent_since(job_id: str, cutoff: datetime) -> tuple:

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.pacs.dimse import DicomNode
+from service.dicom_node import DicomNode
 from training.data.registry import DatasetSpec
-from training.robustness import EvaluationSpec
+from training.robustness.spec import EvaluationSpec
 
 
 class EvaluationRequest(BaseModel):

@@ -1,26 +1,33 @@
 """The job side of the API process: ``app.state.jobs``.
 
-``JobRuntime.open(settings)`` in the FastAPI lifespan, ``.ping()`` for /readyz, ``.close()`` at
-shutdown. Submissions are validated here (422 on a bad spec, unknown model or bad attack), written
+``JobRuntime.open(settings)`` in the FastAPI lifespan, ``.checks`` for the probes and /metrics
+(bounded: :mod:`service.jobs.bounded`), ``.close()`` at shutdown. Submissions are validated here
+(422 on a bad spec, a path outside the allowed roots, an unknown model or a bad attack), written
 to the job database first and only then sent to the broker; if sending fails the job is marked
-failed with the broker's error, so no job is ever lost between the two. A background thread
-applies the staleness rule (:mod:`service.jobs.recovery`) every few seconds.
+failed (the broker's error goes to the log only), so no job is ever lost between the two, and
+its Idempotency-Key is released, so a retry can succeed once the broker is back. A background
+thread applies the staleness rule (:mod:`service.jobs.recovery`) every few seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from service.config import Settings
-from service.jobs.options import JobOptions
+from service.jobs.bounded import CachedChecks, DeadlineCalls, Outcome
+from service.jobs.dispatch import Dispatcher, make_app
+from service.jobs.paths import PathPolicy, PathRefused
 from service.jobs.recovery import sweep_stale
-from service.jobs.repository import JobRepository
+from service.jobs.repository import open_job_database
 from service.jobs.schemas import JobKind, JobState, JobView
 
 log = logging.getLogger(__name__)
+
+SEND_THREADS = 4  # concurrent sends to the broker; more submissions wait (up to their deadline)
 
 
 class JobSpecError(ValueError):
@@ -35,7 +42,8 @@ class EnqueueError(RuntimeError):
     """The job was recorded but the broker refused it; the job is marked failed: 503."""
 
     def __init__(self, job: JobView, cause: BaseException) -> None:
-        super().__init__(f"the job queue is unavailable: {cause}")
+        # the cause names the broker's address: it goes to the log, never into the answer
+        super().__init__("the job queue is unavailable; the job is marked failed")
         self.job = job
 
 
@@ -43,19 +51,26 @@ class JobRuntime:
     """Job database + broker connection + staleness sweeper, for one API process."""
 
     def __init__(self, settings: Settings, *, sweep: bool = True) -> None:
-        from service.worker.celery_app import Dispatcher, make_celery
-
         self.settings = settings
-        self.options = JobOptions.from_settings(settings)
-        self.options.state_dir.mkdir(parents=True, exist_ok=True)
-        self.repo = JobRepository(
-            settings.resolved_database_url,
-            lease_s=self.options.lease_s,
-            max_attempts=self.options.max_attempts,
-        )
-        self.repo.create_schema()
-        self.celery = make_celery(settings)
+        self.paths = PathPolicy.from_settings(settings)
+        self.options, self.repo = open_job_database(settings)
+        self.options.state_dir.mkdir(parents=True, exist_ok=True)  # reports, job folders
+        self.celery = make_app(settings)  # sends by task name: the worker is not imported
         self.dispatcher = Dispatcher(self.celery)
+        # never on a shared pool: a hung broker or database may hold these threads for long
+        self.checks = CachedChecks(
+            {
+                "database": self.repo.ping,
+                "broker": self.dispatcher.ping,
+                "job_counts": self.repo.count_by_state,
+                "queue_depths": self.dispatcher.queue_depths,
+            },
+            timeout_s=settings.dependency_check_timeout_s,
+            cache_s=settings.dependency_check_cache_s,
+        )
+        self._sends = DeadlineCalls(
+            SEND_THREADS, timeout_s=settings.broker_send_timeout_s, thread_name="broker-send"
+        )
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         if sweep:
@@ -68,19 +83,22 @@ class JobRuntime:
         return cls(settings)
 
     def ping(self) -> dict[str, bool]:
-        return {"database": self.repo.ping(), "broker": self.dispatcher.ping()}
+        """Whether the job database and the broker answer (each within the check timeout)."""
+        return {name: _passed(self.checks.get(name)) for name in ("database", "broker")}
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """For /metrics: ``{"jobs": {state: count}, "queues": {queue: depth}}``."""
-        try:
-            queues = self.dispatcher.queue_depths()
-        except Exception:  # noqa: BLE001 - the broker is down: report jobs without depths
-            log.warning("reading queue depths failed", exc_info=True)
-            queues = {}
-        return {"jobs": self.repo.count_by_state(), "queues": queues}
+        """For /metrics: ``{"jobs": {state: count}, "queues": {queue: depth}}``; a dependency
+        that does not answer within the check timeout leaves its part out."""
+        counts, depths = self.checks.get("job_counts"), self.checks.get("queue_depths")
+        for name, outcome in (("job counts", counts), ("queue depths", depths)):
+            if not outcome.ok:
+                log.warning("reading %s for /metrics failed: %s", name, outcome.error)
+        return {"jobs": counts.value or {}, "queues": depths.value or {}}
 
     def close(self) -> None:
         self._stop.set()
+        self.checks.close()
+        self._sends.close()
         if self._sweeper is not None:
             self._sweeper.join(timeout=5)
         self.celery.close()
@@ -105,15 +123,18 @@ class JobRuntime:
     def submit_training(
         self, spec: Any, idempotency_key: str | None = None
     ) -> tuple[JobView, bool]:
-        """``spec``: a ``training.config.TrainingSpec``. Returns (job, created)."""
-        _require_dataset(spec.dataset)
+        """``spec``: a ``training.config.TrainingSpec``. Returns (job, created).
+
+        Its paths must lie inside the configured roots; the job keeps them as the caller wrote
+        them (the worker confines them again before reading anything)."""
+        self._confined(self.paths.training_spec, spec)
         return self._submit(JobKind.training, spec.model_dump(mode="json"), idempotency_key)
 
     def submit_evaluation(
         self, request: Any, idempotency_key: str | None = None
     ) -> tuple[JobView, bool]:
         """``request``: a :class:`service.jobs.requests.EvaluationRequest`."""
-        _require_dataset(request.dataset)
+        self._confined(self.paths.dataset, request.dataset)
         resolved, preprocess = [], set()
         for ref in request.models:
             manifest = self._manifest(ref)
@@ -158,17 +179,27 @@ class JobRuntime:
         spec = request.model_copy(update={"model": manifest.ref}).model_dump(mode="json")
         return self._submit(JobKind.pacs_dimse, spec, idempotency_key)
 
+    @staticmethod
+    def _confined(confine: Callable[[Any], object], value: Any) -> None:
+        """Run a :class:`PathPolicy` check; its refusal is the caller's mistake (422)."""
+        try:
+            confine(value)
+        except PathRefused as exc:
+            raise JobSpecError(str(exc)) from exc
+
     def _manifest(self, ref: str) -> Any:
         """The stored model ``ref`` names (a ``training.store.ModelManifest``), or 422."""
-        from training.store import NAME_PATTERN, ModelStore, ModelStoreError, parse_model_ref
+        from training.model_ref import ModelRef
+        from training.store import ModelStore, ModelStoreError
 
-        name, selector = parse_model_ref(ref)
-        if not NAME_PATTERN.match(name) or not NAME_PATTERN.match(selector):
-            raise JobSpecError(f"bad model ref {ref!r}: expected NAME[:VERSION|ALIAS]")
         try:
-            return ModelStore(self.options.store_dir).manifest(name, selector)
+            parsed = ModelRef.parse(ref)
+        except ValueError as exc:
+            raise JobSpecError(str(exc)) from exc
+        try:
+            return ModelStore(self.options.store_dir).manifest(parsed.name, parsed.selector)
         except (ModelStoreError, ValueError, OSError) as exc:
-            raise JobSpecError(f"unknown model {ref!r}: {exc}") from exc
+            raise JobSpecError(f"unknown model {ref!r}: {self.paths.redact(str(exc))}") from exc
 
     def _submit(
         self, kind: JobKind, spec: dict[str, Any], idempotency_key: str | None
@@ -182,10 +213,13 @@ class JobRuntime:
                 )
             return job, False
         try:
-            self.dispatcher.job(job.id, kind.value)
+            self._sends.run(self.dispatcher.job, job.id, kind.value)
         except Exception as exc:  # noqa: BLE001 - record it; never lose the job silently
             log.exception("enqueueing job %s failed", job.id)
-            self.repo.finish(job.id, JobState.failed, error=f"could not enqueue: {exc}")
+            error = "could not enqueue: the job queue is unavailable"
+            if not self.repo.fail_unsent(job.id, error=error):
+                # a send that outlived its deadline went through: a worker holds the job
+                return self.repo.get(job.id) or job, True
             failed = self.repo.get(job.id)
             raise EnqueueError(failed or job, exc) from exc
         return job, True
@@ -212,16 +246,9 @@ class JobRuntime:
         return self.options.report_dir(job_id) / name
 
 
-def _require_dataset(dataset: Any) -> None:
-    from training.data.registry import resolve_path
-
-    try:
-        path = resolve_path(dataset.path)
-        found = path.exists()
-    except (OSError, ValueError) as exc:  # e.g. a NUL byte in the path
-        raise JobSpecError(f"bad dataset path {dataset.path!r}: {exc}") from exc
-    if not found:
-        raise JobSpecError(f"dataset path {dataset.path!r} not found (looked at {path})")
+def _passed(outcome: Outcome) -> bool:
+    """A ping that answered ``True`` in time (not False, an error or no answer)."""
+    return outcome.ok and outcome.value is True
 
 
 def _same_submission(job: JobView, spec: dict[str, Any]) -> bool:

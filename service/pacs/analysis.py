@@ -15,7 +15,6 @@ from pydicom import Dataset
 
 from service.pacs.results import (
     Finding,
-    ModelInfo,
     ResultObjects,
     build_secondary_capture,
     build_structured_report,
@@ -23,6 +22,7 @@ from service.pacs.results import (
 from training.dicom import check_acceptance, dicom_to_image
 from training.explain.cam import get_method
 from training.explain.overlay import overlay
+from training.model_ref import ModelIdentity
 from training.predict import prediction_from_probabilities
 from training.preprocess import prepare_image
 from training.store import LoadedModel
@@ -57,7 +57,7 @@ def analyze_dataset(
     cam = get_method(method)
     explanation = cam.explain(loaded.model, pixels)
     prediction = prediction_from_probabilities(manifest, explanation.probabilities[0])
-    model = ModelInfo(manifest.name, manifest.version, manifest.weights_sha256)
+    model = ModelIdentity.of(manifest)
     finding = Finding(prediction.top_class, prediction.top_probability, prediction.probabilities)
     shown = overlay(_fit(image, max_overlay_side), explanation.maps[0])
     return ResultObjects(

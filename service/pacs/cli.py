@@ -35,12 +35,14 @@ def _dicomweb_url(pacs: str) -> str:
 
 def analyze_study_command(args: argparse.Namespace) -> int:
     from service.pacs.dicomweb import PacsError, analyze_study, dicomweb_client
-    from training.store import ModelStore, ModelStoreError, parse_model_ref
+    from training.model_ref import ModelRef
+    from training.store import ModelStore, ModelStoreError
 
     settings = get_settings()
     store = ModelStore(args.store or settings.store_dir)
     try:
-        loaded = store.load(*parse_model_ref(args.model))
+        ref = ModelRef.parse(args.model)
+        loaded = store.load(ref.name, ref.selector)
     except (ModelStoreError, ValueError, OSError) as exc:
         print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 1

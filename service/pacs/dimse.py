@@ -11,29 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+
+from service.dicom_node import DicomNode
 
 log = logging.getLogger(__name__)
 
 #: C-STORE statuses that mean "stored": success, and the warnings for coerced / discarded elements
 STORED_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
-AE_TITLE = r"^[^\\]{1,16}$"  # 16 characters of the default repertoire, no backslash
-
-
-class DicomNode(BaseModel):
-    """A DICOM application entity on the network: AE title, host, port."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    aet: str = Field(pattern=AE_TITLE, description="its AE title (the called AE for a C-STORE)")
-    host: str = Field(min_length=1, max_length=255)
-    port: int = Field(ge=1, le=65535)
-
-    def __str__(self) -> str:
-        return f"{self.aet}@{self.host}:{self.port}"
 
 
 class DimseError(RuntimeError):

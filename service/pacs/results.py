@@ -25,6 +25,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from training.dicom import DicomInputError, header_value, number_of_frames
+from training.model_ref import ModelIdentity
 
 MANUFACTURER = "medrobust"
 NOT_FOR_DIAGNOSIS = (
@@ -53,22 +54,6 @@ STUDY_KEYWORDS = (
 #: What identifies the source image itself (for references), plus the character set its
 #: patient values are encoded in.
 SOURCE_KEYWORDS = ("SpecificCharacterSet", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """The model a result came from; every result object names all three."""
-
-    name: str
-    version: int | str
-    weights_sha256: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-    def describe(self) -> str:
-        return f"model {self.ref} (weights sha256 {self.weights_sha256})"
 
 
 @dataclass(frozen=True)
@@ -104,7 +89,7 @@ class ResultObjects:
 def build_structured_report(
     source: Dataset,
     finding: Finding,
-    model: ModelInfo,
+    model: ModelIdentity,
     *,
     series_number: int = SR_SERIES_NUMBER,
 ) -> Dataset:
@@ -145,7 +130,7 @@ def build_structured_report(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=_uid("tracking", header.SOPInstanceUID, *_model_parts(model), name),
-                    identifier=f"{model.ref} class {name}",
+                    identifier=f"{model.key} class {name}",
                 ),
                 finding_type=concept,
                 algorithm_id=algorithm,
@@ -168,7 +153,7 @@ def build_structured_report(
             uid=_uid("device", *_model_parts(model)),
             name=MANUFACTURER,
             manufacturer_name=MANUFACTURER,
-            model_name=model.ref[:64],
+            model_name=model.key[:64],
         ),
     )
     report = hd.sr.MeasurementReport(
@@ -209,7 +194,7 @@ def build_structured_report(
 def build_secondary_capture(
     source: Dataset,
     overlay_rgb: np.ndarray,
-    model: ModelInfo,
+    model: ModelIdentity,
     *,
     method: str = "gradcam",
     layer: str | None = None,
@@ -323,7 +308,7 @@ def _class_concept(index: int, name: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value=value, scheme_designator=CLASS_SCHEME, meaning=name[:64])
 
 
-def _model_parts(model: ModelInfo) -> tuple[str, str, str]:
+def _model_parts(model: ModelIdentity) -> tuple[str, str, str]:
     return (model.name, str(model.version), model.weights_sha256)
 
 

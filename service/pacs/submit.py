@@ -1,9 +1,10 @@
 """Queue the analysis of instances the DIMSE listener received (called by the listener process).
 
-Light on purpose: it imports neither TensorFlow nor pynetdicom's network side, so the listener
-stays small. The destination, model and method come from the listener's settings and are
-written into the job (the model pinned to its version), so the job record says exactly what ran
-and where the results went.
+Light on purpose: it imports neither Keras/TensorFlow nor pynetdicom, nor the worker (the job
+is sent by task name through :mod:`service.jobs.dispatch`), so the listener stays small
+(tests/structure/test_import_weight.py checks it). The destination, model and method come from
+the listener's settings and are written into the job (the model pinned to its version), so the
+job record says exactly what ran and where the results went.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.dicom_node import DicomNode
 from service.jobs.requests import DimseRequest
 from service.jobs.runtime import JobRuntime, JobSpecError
-from service.pacs.dimse import DicomNode
 
 
 def dimse_request(

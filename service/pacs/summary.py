@@ -1,7 +1,8 @@
 """What a PACS job reports: per instance analysed or skipped (why), the objects stored, the model.
 
 Shared by the DICOMweb and the DIMSE paths so that both answer in the same shape. Only UIDs,
-modalities, reasons and model identities: no patient values.
+modalities, reasons and the model's identity (``training.model_ref.ModelIdentity``, as robustness
+reports name their models): no patient values.
 """
 
 from __future__ import annotations
@@ -11,21 +12,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, Field
 
 from service.pacs.results import ResultObjects
-
-
-class ModelIdentity(BaseModel):
-    """The model every stored object came from."""
-
-    name: str
-    version: int
-    weights_sha256: str
-
-    @classmethod
-    def of(cls, manifest: Any) -> ModelIdentity:
-        """From a ``training.store.ModelManifest``."""
-        return cls(
-            name=manifest.name, version=manifest.version, weights_sha256=manifest.weights_sha256
-        )
+from training.model_ref import ModelIdentity
 
 
 class StoredObject(BaseModel):
@@ -60,7 +47,7 @@ def stored_objects(results: ResultObjects) -> list[StoredObject]:
 class AnalysisSummary(BaseModel):
     """Every instance seen, analysed or skipped (with the reason), and every object stored."""
 
-    model: ModelIdentity
+    model: ModelIdentity = Field(description="the model every stored object came from")
     method: str
     seen: int
     analysed: int

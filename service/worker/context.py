@@ -17,9 +17,10 @@ from typing import Any
 from celery import Celery
 
 from service.config import Settings
+from service.jobs.dispatch import Dispatcher, settings_of
 from service.jobs.options import JobOptions
-from service.jobs.repository import JobRepository
-from service.worker.celery_app import Dispatcher, settings_of
+from service.jobs.paths import PathPolicy
+from service.jobs.repository import JobRepository, open_job_database
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class CachedStore:
     """A model store whose ``load`` returns the same loaded model for the same weights.
 
     Duck-types the ``load(name, selector)`` of ``training.store.ModelStore``, so it can be handed
-    to ``training.evaluation.evaluate_stored``. The selector is resolved on every call, so an
+    to ``training.robustness.run.evaluate_stored``. The selector is resolved on every call, so an
     alias that moves is followed; the weights are read once per (name, version, sha256).
     """
 
@@ -63,6 +64,7 @@ class CachedStore:
 class WorkerContext:
     settings: Settings
     options: JobOptions
+    paths: PathPolicy  # confines the paths a job spec names; redacts them in job errors
     repo: JobRepository
     store: Any  # training.store.ModelStore
     models: CachedStore
@@ -71,18 +73,13 @@ class WorkerContext:
 
     @classmethod
     def open(cls, app: Celery) -> WorkerContext:
-        from training.store import ModelStore
+        from training.store import ModelStore  # Keras: only in pool processes (after the fork)
 
         settings = settings_of(app)
-        options = JobOptions.from_settings(settings)
-        repo = JobRepository(
-            settings.resolved_database_url,
-            lease_s=options.lease_s,
-            max_attempts=options.max_attempts,
-        )
-        repo.create_schema()
+        options, repo = open_job_database(settings)
         store = ModelStore(options.store_dir)
-        return cls(settings, options, repo, store, CachedStore(store), Dispatcher(app))
+        paths = PathPolicy.from_settings(settings)
+        return cls(settings, options, paths, repo, store, CachedStore(store), Dispatcher(app))
 
     def close(self) -> None:
         self.repo.dispose()

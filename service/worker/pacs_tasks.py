@@ -1,10 +1,11 @@
 """The PACS job tasks: a study over DICOMweb, or the instances the DIMSE listener received.
 
-Same contract as :mod:`service.worker.tasks`: the task gets a job id, claims the job, runs, and
-records the outcome. Unsuitable instances are skipped inside the run (listed in the result); a
-PACS or DICOM node that cannot be reached, an unknown study or a model that fails ends the job
-``failed`` with the reason, never a lost or forever-running job. A redelivered job simply runs
-again: the result objects' UIDs are deterministic, so the PACS keeps one copy of each.
+Same contract as the other job tasks (:mod:`service.worker.common`): the task gets a job id,
+claims the job, runs, and records the outcome. Unsuitable instances are skipped inside the run
+(listed in the result); a PACS or DICOM node that cannot be reached, an unknown study or a model
+that fails ends the job ``failed`` with the reason, never a lost or forever-running job. A
+redelivered job simply runs again: the result objects' UIDs are deterministic, so the PACS keeps
+one copy of each.
 
 The listener's spooled files hold patient data: they are deleted when their job ends (succeeded,
 failed or cancelled); a sender must resend after a failure.
@@ -18,15 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
 from service.jobs.repository import Claim, ClaimOutcome, this_holder
 from service.jobs.requests import DimseRequest, PacsStudyRequest
 from service.jobs.schemas import TERMINAL_STATES, JobState, JobView
+from service.worker.common import Stopped, claimed, json_safe, run_job, validated_request
 from service.worker.context import WorkerContext, worker_context
-from service.worker.progress import Heartbeat, JobAborted, JobCancelled, Throttle
-from service.worker.tasks import _claimed, describe, json_safe, validated_request
+from service.worker.progress import Heartbeat, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,13 @@ Progress = Callable[[int, int], None]
 def _run(
     ctx: WorkerContext, job: JobView, work: Callable[[Progress], dict[str, Any]], what: str
 ) -> JobState | None:
-    """Run ``work(progress)`` under a heartbeat and record its summary (JSON) or failure.
+    """Run ``work(progress)`` (:func:`run_job`) and record its summary (JSON) as the result.
 
     Returns the job's final state, or None when the job ended elsewhere (nothing recorded).
     """
     repo, options = ctx.repo, ctx.options
-    with Heartbeat(repo, job.id, options.heartbeat_s) as heartbeat:
+
+    def run(heartbeat: Heartbeat) -> dict[str, Any]:
         throttle = Throttle(options.progress_interval_s)
 
         def progress(done: int, total: int) -> None:
@@ -52,30 +53,20 @@ def _run(
             }
             throttle(lambda: repo.update_progress(job.id, **values), force=done == total)
 
-        try:
-            summary = work(progress)
-        except JobCancelled:
-            repo.finish(job.id, JobState.cancelled, error="cancelled on request")
-            return JobState.cancelled
-        except JobAborted as exc:
-            log.warning("%s job %s stopped: %s", what, job.id, exc)
-            return None
-        except SoftTimeLimitExceeded:
-            error = f"time limit exceeded ({options.soft_time_limit_s} s)"
-            repo.finish(job.id, JobState.failed, error=error)
-            return JobState.failed
-        except Exception as exc:  # the PACS, the node or the model failed: not worth a retry
-            log.warning("%s job %s failed: %s", what, job.id, describe(exc))
-            repo.finish(job.id, JobState.failed, error=describe(exc))
-            return JobState.failed
+        return work(progress)
+
+    summary = run_job(ctx, job, f"{what} job {job.id}", run)
+    if isinstance(summary, Stopped):
+        return summary.state
     repo.finish(job.id, JobState.succeeded, result=json_safe(summary))
     return JobState.succeeded
 
 
 def _load(ctx: WorkerContext, ref: str) -> Any:
-    from training.store import parse_model_ref
+    from training.model_ref import ModelRef
 
-    return ctx.models.load(*parse_model_ref(ref))
+    parsed = ModelRef.parse(ref)
+    return ctx.models.load(parsed.name, parsed.selector)
 
 
 # ---- DICOMweb ---------------------------------------------------------------------------------
@@ -113,7 +104,7 @@ def run_pacs_study(ctx: WorkerContext, job: JobView) -> JobState | None:
 
 def pacs_study(self: Task, job_id: str, busy_checks: int = 0) -> None:
     ctx = worker_context(self.app)
-    job = _claimed(self, ctx.repo.claim(job_id, this_holder()), busy_checks, f"job {job_id}")
+    job = claimed(self, ctx.repo.claim(job_id, this_holder()), busy_checks, f"job {job_id}")
     if job is not None:
         run_pacs_study(ctx, job)
 
@@ -163,7 +154,7 @@ def _delete_spooled(files: list[Path]) -> None:
 def pacs_dimse(self: Task, job_id: str, busy_checks: int = 0) -> None:
     ctx = worker_context(self.app)
     claim = ctx.repo.claim(job_id, this_holder())
-    job = _claimed(self, claim, busy_checks, f"job {job_id}")
+    job = claimed(self, claim, busy_checks, f"job {job_id}")
     if job is not None:
         run_pacs_dimse(ctx, job)
     else:

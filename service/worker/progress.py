@@ -75,7 +75,7 @@ class Throttle:
         self.interval = interval
         self._last = float("-inf")
 
-    def __call__(self, write: Callable[[], None], force: bool = False) -> None:
+    def __call__(self, write: Callable[[], object], force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last < self.interval:
             return

@@ -18,9 +18,10 @@ from typing import Any
 from celery import Celery, signals
 from sqlalchemy.engine import make_url
 
-from service.jobs.options import JobOptions
+from service.jobs.dispatch import Dispatcher, settings_of
 from service.jobs.recovery import sweep_stale
-from service.jobs.repository import JobRepository
+from service.jobs.repository import JobRepository, open_job_database
+from service.worker.context import close_worker_context, worker_context
 
 log = logging.getLogger("service.worker")
 
@@ -34,8 +35,6 @@ def _banner(line: str) -> None:
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     global _app
     _app = sender.app
-    from service.worker.celery_app import settings_of
-
     settings = settings_of(_app)
     broker = "redis" if settings.redis_url else f"embedded (filesystem under {settings.state_dir})"
     database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
@@ -46,8 +45,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 def _on_process_init(**_: Any) -> None:
     if _app is None:  # a pool process of a worker not started through `celery worker`
         return
-    from service.worker.context import worker_context
-    from training.devices import configure_devices
+    from training.devices import configure_devices  # TensorFlow: only after the fork
 
     banner = configure_devices()
     context = worker_context(_app)
@@ -57,19 +55,18 @@ def _on_process_init(**_: Any) -> None:
 
 def _preload(context: Any) -> None:
     """Load ``settings.preload_models`` into this process's cache (none listed: on first use)."""
-    from training.store import parse_model_ref
+    from training.model_ref import ModelRef
 
     for ref in context.settings.preload_models:
         try:
-            loaded = context.models.load(*parse_model_ref(ref))
+            parsed = ModelRef.parse(ref)
+            loaded = context.models.load(parsed.name, parsed.selector)
             _banner(f"pool process {os.getpid()}: loaded {loaded.manifest.ref}")
         except Exception as exc:  # noqa: BLE001 - a missing model must not stop the worker
             log.warning("cannot preload model %s: %s", ref, exc)
 
 
 def _on_process_shutdown(**_: Any) -> None:
-    from service.worker.context import close_worker_context
-
     close_worker_context()
 
 
@@ -77,22 +74,17 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     app = _app or getattr(sender, "app", None)
     if app is None:
         return
-    from service.worker.celery_app import Dispatcher, settings_of
-
-    settings = settings_of(app)
-    options = JobOptions.from_settings(settings)
-    repo = JobRepository(
-        settings.resolved_database_url, lease_s=options.lease_s, max_attempts=options.max_attempts
-    )
+    repo: JobRepository | None = None
     try:
-        repo.create_schema()
+        options, repo = open_job_database(settings_of(app))
         touched = sweep_stale(repo, options, Dispatcher(app))
         if touched:
             _banner(f"recovered {len(touched)} job(s) left running by a lost worker: {touched}")
     except Exception:  # noqa: BLE001 - a sweep must never stop the worker from starting
         log.exception("stale-job sweep at start-up failed")
     finally:
-        repo.dispose()  # no connection may cross into pool processes forked later
+        if repo is not None:
+            repo.dispose()  # no connection may cross into pool processes forked later
     _banner("ready")
 
 

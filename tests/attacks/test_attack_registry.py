@@ -23,7 +23,10 @@ from training.attacks import (
 
 
 def test_builtin_names():
-    assert available_attacks() == ["fgsm", "pgd", "pgd_l2", "bim", "mim"]
+    assert available_attacks() == [
+        "fgsm", "pgd", "pgd_l2", "bim", "mim", "apgd_ce", "apgd_dlr", "apgd_t", "square",
+        "autoattack",
+    ]  # fmt: skip
     expected = {"fgsm": FGSM, "pgd": PGDLinf, "pgd_l2": PGDL2, "bim": BIM, "mim": MIM}
     for name, cls in expected.items():
         attack = make_attack(name, epsilon=2.0, seed=1)

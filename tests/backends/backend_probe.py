@@ -25,7 +25,8 @@ MODEL_NAMES = ("baseline", "attention-paper", "attention-datta-reference")
 
 def probe(model: keras.Model, pixels: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Every gradient-dependent output for one model: logits, input gradients, FGSM and PGD
-    images, Grad-CAM and Grad-CAM++ maps (explicit and predicted classes), attention maps."""
+    images and the logits there, Grad-CAM and Grad-CAM++ maps (explicit and predicted classes),
+    attention maps."""
     onehot = np.eye(int(model.output.shape[-1]), dtype=np.float32)[labels]
     input_gradient, _ = gradients.loss_input_gradient(model, pixels, onehot)
     out = {
@@ -35,6 +36,8 @@ def probe(model: keras.Model, pixels: np.ndarray, labels: np.ndarray) -> dict[st
         # random start: per-sample numpy seeds, the same on both backends
         "pgd": make_attack("pgd", epsilon=2.0, steps=2).generate(model, pixels, labels),
     }
+    for attack in ("fgsm", "pgd"):
+        out[f"{attack}_logits"] = gradients.logits(model, out[attack])
     for method in ("gradcam", "gradcam++"):
         predicted = get_method(method)(model, pixels)
         out[f"{method}_predicted"] = predicted.maps

@@ -4,9 +4,10 @@ The GPU machines have JAX and no TensorFlow; a JAX process here is made to see t
 meta-path finder that refuses ``tensorflow`` (and its submodules) is installed before anything
 else is imported, so any TensorFlow import on the JAX path fails loudly.
 
-A TensorFlow process runs with oneDNN's optimisations off: on this CPU (AVX-512 BF16, AMX) they
-change ResNet-50 input gradients by up to ~0.7 % (relative L2) against a float64 JAX computation,
-while plain TensorFlow kernels and float32 JAX agree with it to ~1e-6.
+A TensorFlow process inherits the parent's ``TF_ENABLE_ONEDNN_OPTS`` (and ``ONEDNN_MAX_CPU_ISA``)
+unless the caller overrides it, so the same comparison can run on oneDNN's kernels and on plain
+TensorFlow's: both are legitimate float32 implementations, and which one a machine uses must not
+decide whether the backends "agree".
 """
 
 from __future__ import annotations
@@ -36,17 +37,21 @@ runpy.run_path(script, run_name="__main__")
 
 
 class BackendProcess:
-    """``script args`` running on ``backend`` ("jax": TensorFlow unimportable; "tensorflow":
-    oneDNN off), started at once so the caller can start another meanwhile."""
+    """``script args`` running on ``backend`` ("jax": TensorFlow unimportable), started at once so
+    the caller can start another meanwhile; ``environment`` adds to (or overrides) the parent's
+    variables, e.g. ``{"TF_ENABLE_ONEDNN_OPTS": "1"}``."""
 
-    def __init__(self, backend: str, script: Path, *args: str) -> None:
-        self.label = f"{script.name} on {backend}"
+    def __init__(
+        self, backend: str, script: Path, *args: str, environment: dict[str, str] | None = None
+    ) -> None:
+        overrides = environment or {}
+        self.label = f"{script.name} on {backend} {overrides or ''}".rstrip()
         env = {
             **os.environ,
             "KERAS_BACKEND": backend,
             "JAX_PLATFORMS": "cpu",
-            "TF_ENABLE_ONEDNN_OPTS": "0",
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            **overrides,
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         }
         mode = "block-tensorflow" if backend == "jax" else "allow-tensorflow"

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
+from training.model_ref import REF_PATTERN, ModelIdentity, ModelRef, ModelRefError
 from training.models import ArchitectureConfig, build_from_config
 from training.preprocess import PreprocessConfig
-from training.store import (
-    IntegrityError,
-    ModelStore,
-    ModelStoreError,
-    parse_model_ref,
-    sha256_file,
-)
+from training.store import IntegrityError, ModelStore, ModelStoreError, sha256_file
 
 ARCH = ArchitectureConfig(architecture="attention", num_classes=2, input_size=32)
 PIXELS = np.random.default_rng(2).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
@@ -86,6 +83,55 @@ def test_unknown_names_versions_and_aliases_are_clear_errors(tmp_path, model):
 
 
 def test_model_refs_parse_with_and_without_a_selector():
-    assert parse_model_ref("derm") == ("derm", "latest")
-    assert parse_model_ref("derm:3") == ("derm", "3")
-    assert parse_model_ref("derm:production") == ("derm", "production")
+    assert ModelRef.parse("derm") == ModelRef("derm", "latest")
+    assert ModelRef.parse("derm:") == ModelRef("derm", "latest")
+    assert ModelRef.parse("derm:3") == ModelRef("derm", "3")
+    assert ModelRef.parse("derm:production") == ModelRef("derm", "production")
+    assert str(ModelRef.parse("derm")) == "derm:latest"
+
+
+# paths, separators and what a store folder or alias could never be named
+UNSTORABLE_REFS = [
+    "",
+    ":3",
+    "../escape",
+    "derm:../1",
+    "a/b",
+    "derm:a/b",
+    "-derm",
+    "derm:.x",
+    "derm:3:4",
+    "d" * 65,
+    "derm:" + "7" * 65,
+    "derm\n",
+]
+
+
+@pytest.mark.parametrize("ref", UNSTORABLE_REFS)
+def test_model_refs_no_store_could_hold_are_refused(ref):
+    with pytest.raises(ModelRefError, match="bad model ref"):
+        ModelRef.parse(ref)
+
+
+@pytest.mark.parametrize("ref", [*UNSTORABLE_REFS, "derm", "derm:3", "derm:prod.v2", "d" * 64])
+def test_the_ref_pattern_for_schemas_admits_what_parse_admits(ref):
+    """The API checks refs with REF_PATTERN before they reach ModelRef.parse: the two agree."""
+    assert bool(re.fullmatch(REF_PATTERN, ref)) == _parses(ref)
+
+
+def _parses(ref: str) -> bool:
+    try:
+        ModelRef.parse(ref)
+    except ModelRefError:
+        return False
+    return True
+
+
+def test_a_stored_models_identity_names_it_and_its_weights(tmp_path, model):
+    manifest = _save(ModelStore(tmp_path), model)
+
+    identity = ModelIdentity.of(manifest)
+
+    assert (identity.key, identity.weights_sha256) == ("derm:1", manifest.weights_sha256)
+    assert (identity.architecture, identity.attention_variant) == ("attention", "paper")
+    assert identity.describe() == f"model derm:1 (weights sha256 {manifest.weights_sha256})"

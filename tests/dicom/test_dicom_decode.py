@@ -9,6 +9,7 @@ files (``dicom_factory``) cover what no shipped file does.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import struct
 from pathlib import Path
@@ -27,6 +28,7 @@ from training.dicom import (
     CorruptPixelDataError,
     DicomInputError,
     MultiFrameRefusedError,
+    NonFiniteValueError,
     NoPixelDataError,
     NotDicomError,
     UnsupportedPixelFormatError,
@@ -388,8 +390,6 @@ def test_unsupported_transfer_syntax_names_it():
     ):
         dicom_to_image(read_dicom(to_bytes(ds)))
     ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.9.9999.77"  # a made-up private one
-    import io
-
     buffer = io.BytesIO()
     ds.save_as(buffer, implicit_vr=False, little_endian=True, enforce_file_format=True)
     with pytest.raises(
@@ -404,8 +404,65 @@ def test_no_pixel_data():
         dicom_to_image(read_dicom(shipped_file("rtplan.dcm")))
     ds = make_dataset(np.zeros((4, 4), np.uint8))
     del ds.PixelData
-    with pytest.raises(NoPixelDataError, match="no pixel data"):
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    with pytest.raises(NoPixelDataError, match=r"no pixel data.*Basic Text SR"):
         dicom_to_image(read_dicom(to_bytes(ds)))
+
+
+def test_image_sop_class_without_pixel_data_is_corrupt():
+    """The Image Pixel module is mandatory in an image IOD: a Secondary Capture *image* that
+    holds none was cut short (e.g. exactly before its Pixel Data element), not a non-image."""
+    ds = make_dataset(np.zeros((4, 4), np.uint8))
+    del ds.PixelData
+    with pytest.raises(CorruptPixelDataError, match="Secondary Capture Image Storage"):
+        dicom_to_image(read_dicom(to_bytes(ds)))
+
+
+# Compressed (encapsulated, undefined-length) pixel data, single- and multi-frame, in each
+# codec family: pydicom reads a file cut inside it as an *empty* dataset, without raising.
+COMPRESSED = [
+    "JPEG2000.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "JPGLosslessP14SV1_1s_1f_8b.dcm",
+    "emri_small_jpeg_2k_lossless.dcm",  # 10 frames
+    "SC_rgb_rle_2frame.dcm",
+]
+
+
+def cut_inside_pixel_data(path: str) -> bytes:
+    """The file cut half-way through its Pixel Data value."""
+    data = Path(path).read_bytes()
+    start = pydicom.dcmread(path).get_item("PixelData").value_tell
+    return data[: start + (len(data) - start) // 2]
+
+
+@pytest.mark.parametrize("name", COMPRESSED)
+@pytest.mark.filterwarnings("ignore:End of file reached before delimiter")  # pydicom's note
+def test_compressed_file_cut_inside_its_pixel_data_is_corrupt(name):
+    data = cut_inside_pixel_data(shipped_file(name))
+    with pytest.raises(CorruptPixelDataError, match="truncated"):
+        dicom_to_image(read_dicom(data))
+
+
+@pytest.mark.parametrize(
+    "name", ["JPEG2000.dcm", "emri_small_jpeg_2k_lossless.dcm", "CT_small.dcm"]
+)
+def test_image_cut_inside_its_header_is_corrupt(name):
+    """Cut before the pixel data: inside a value (which pydicom returns short), or inside an
+    element's tag and length (which pydicom takes for the end of the dataset)."""
+    data = Path(shipped_file(name)).read_bytes()
+    start = pydicom.dcmread(io.BytesIO(data)).get_item("PixelData").value_tell
+    # in the Pixel Data element's tag and length; in the value before it; mid-header
+    for cut in (start - 6, start - 13, (start + 132) // 2):
+        with pytest.raises(CorruptPixelDataError, match="truncated"):
+            dicom_to_image(read_dicom(data[:cut]))
+
+
+def test_native_multi_frame_cut_in_a_later_frame_is_corrupt():
+    """Only frame 0 is decoded, but the pixel data must still be as long as the header says."""
+    data = Path(shipped_file("emri_small.dcm")).read_bytes()
+    with pytest.raises(CorruptPixelDataError, match="less than expected"):
+        dicom_to_image(read_dicom(data[: len(data) - 1000]))
 
 
 @pytest.mark.parametrize(
@@ -455,6 +512,41 @@ def test_rle_segment_that_overruns_its_frame_is_corrupt_not_a_panic():
     ds["PixelData"].VR = "OB"
     with pytest.raises(CorruptPixelDataError, match="RLE Lossless"):
         dicom_to_image(read_dicom(to_bytes(ds)))
+
+
+@pytest.mark.parametrize(
+    ("slope", "intercept"),
+    [("NaN", "0"), ("inf", "0"), ("1", "-inf"), ("1", "nan"), ("1e400", "0"), ("1e308", "0")],
+    ids=[
+        "slope-nan",
+        "slope-inf",
+        "intercept-minus-inf",
+        "intercept-nan",
+        "slope-overflows",
+        "values-overflow",
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # pydicom's note on NaN / inf
+def test_rescale_that_is_not_finite_is_refused(slope, intercept):
+    """NaN / inf (or a finite slope that takes the ramp past float64) used to render an
+    all-black image that a model still answered for."""
+    data = make_dicom(RAMP, RescaleSlope=slope, RescaleIntercept=intercept)
+    with pytest.raises(NonFiniteValueError, match="not finite"):
+        dicom_to_image(read_dicom(data))
+
+
+@pytest.mark.parametrize(
+    ("centre", "width"),
+    [("NaN", "50"), ("100", "inf"), ("-inf", "50"), ("100", "NaN")],
+    ids=["centre-nan", "width-inf", "centre-minus-inf", "width-nan"],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+def test_window_that_is_not_finite_is_refused(centre, width):
+    """Unlike a width the VOI function does not allow (min–max fallback above), a window
+    that is not a number at all is refused: the file's display intent is unknowable."""
+    data = make_dicom(RAMP, WindowCenter=centre, WindowWidth=width)
+    with pytest.raises(NonFiniteValueError, match="Window Center"):
+        dicom_to_image(read_dicom(data))
 
 
 def test_rescale_slope_that_is_not_a_number_is_corrupt():

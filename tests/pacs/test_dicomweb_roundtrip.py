@@ -58,10 +58,12 @@ def chest_study(
 
 @pytest.fixture(scope="module")
 def chest_model(chest_store: tuple[Path, str]) -> Any:
-    from training.store import ModelStore, parse_model_ref
+    from training.model_ref import ModelRef
+    from training.store import ModelStore
 
     store_dir, ref = chest_store
-    return ModelStore(store_dir).load(*parse_model_ref(ref))
+    parsed = ModelRef.parse(ref)
+    return ModelStore(store_dir).load(parsed.name, parsed.selector)
 
 
 def orthanc_file(orthanc: Orthanc, instance_id: str) -> Dataset:
@@ -89,6 +91,8 @@ def test_round_trip_stores_sr_and_sc_in_the_study(
         "name": manifest.name,
         "version": manifest.version,
         "weights_sha256": manifest.weights_sha256,
+        "architecture": "baseline",
+        "attention_variant": None,
     }
     by_modality = {o.modality: o for o in summary.instances}
     assert by_modality["CR"].status == "analysed"

@@ -31,8 +31,9 @@ from pydicom.data import get_testdata_file
 
 from service.config import Settings
 from service.jobs.repository import JobRepository
-from service.pacs.results import ModelInfo, build_secondary_capture
+from service.pacs.results import build_secondary_capture
 from training.dicom import dicom_to_image
+from training.model_ref import ModelIdentity
 
 REPO = Path(__file__).resolve().parents[2]
 AE_TITLE = "MEDROBUST"
@@ -240,7 +241,9 @@ def test_our_own_results_sent_back_are_ignored(node: Node, tmp_path: Path) -> No
     """A PACS routing everything to the node must not make it analyse its own overlays."""
     source = pydicom.dcmread(_dicom("CT_small.dcm"))
     overlay = np.zeros((int(source.Rows), int(source.Columns), 3), np.uint8)
-    ours = build_secondary_capture(source, overlay, ModelInfo("chest", 1, "0" * 64))
+    ours = build_secondary_capture(
+        source, overlay, ModelIdentity(name="chest", version=1, weights_sha256="0" * 64)
+    )
     ours.save_as(tmp_path / "sc.dcm", enforce_file_format=True)
     folders = set(node.spool.iterdir()) if node.spool.exists() else set()
     assert storescu(node.port, tmp_path / "sc.dcm").returncode == 0

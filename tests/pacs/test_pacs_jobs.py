@@ -107,6 +107,8 @@ def test_a_study_job_stores_the_sr_and_sc_in_orthanc(pacs: PacsStack) -> None:
         "name": "chest-tiny",
         "version": 1,
         "weights_sha256": manifest["weights_sha256"],
+        "architecture": "baseline",
+        "attention_variant": None,
     }
     assert (result["pacs"], result["study_instance_uid"]) == ("orthanc", pacs.study_uid)
     assert (result["seen"], result["analysed"], result["skipped"]) == (3, 1, 2)

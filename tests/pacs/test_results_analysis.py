@@ -20,10 +20,12 @@ from training.store import LoadedModel
 @pytest.fixture(scope="module")
 def chest_model(chest_store: tuple[Path, str]) -> LoadedModel:
     """The PACS tests' tiny untrained 32-px baseline declaring CR/DX chest images."""
-    from training.store import ModelStore, parse_model_ref
+    from training.model_ref import ModelRef
+    from training.store import ModelStore
 
     store_dir, ref = chest_store
-    return ModelStore(store_dir).load(*parse_model_ref(ref))
+    parsed = ModelRef.parse(ref)
+    return ModelStore(store_dir).load(parsed.name, parsed.selector)
 
 
 def _read(name: str) -> Dataset:

@@ -25,13 +25,13 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 from service.pacs.results import (
     NOT_FOR_DIAGNOSIS,
     Finding,
-    ModelInfo,
     build_secondary_capture,
     build_structured_report,
 )
 from training.dicom import DicomInputError
+from training.model_ref import ModelIdentity
 
-MODEL = ModelInfo("chest", 3, "0123456789abcdef" * 4)
+MODEL = ModelIdentity(name="chest", version=3, weights_sha256="0123456789abcdef" * 4)
 FINDING = Finding("effusion", 0.625, {"normal": 0.25, "effusion": 0.625, "nodule": 0.125})
 #: values a result must never repeat from its source (identifying, and not needed by DICOM)
 NOT_COPIED = (
@@ -215,7 +215,7 @@ def test_uids_are_deterministic_per_source_and_model() -> None:
     assert first.SOPInstanceUID == again.SOPInstanceUID
     assert first.SeriesInstanceUID == again.SeriesInstanceUID
 
-    retrained = ModelInfo("chest", 4, "f" * 64)
+    retrained = ModelIdentity(name="chest", version=4, weights_sha256="f" * 64)
     other = build_structured_report(ct, FINDING, retrained)
     assert other.SOPInstanceUID != first.SOPInstanceUID
     assert other.SeriesInstanceUID != first.SeriesInstanceUID

@@ -6,18 +6,12 @@ import keras
 import numpy as np
 import pytest
 
+from training.model_ref import ModelIdentity
 from training.models import build_model
-from training.reporting import markdown_table, robustness_curve_png
-from training.robustness import (
-    AttackSpec,
-    EvaluationSpec,
-    ModelIdentity,
-    build_report,
-    evaluate,
-    evaluate_shard,
-    merge_shards,
-    shard_ranges,
-)
+from training.robustness.render import markdown_table, robustness_curve_png
+from training.robustness.report import build_report, merge_shards
+from training.robustness.run import evaluate, evaluate_shard
+from training.robustness.spec import AttackSpec, EvaluationSpec, shard_ranges
 
 pytestmark = pytest.mark.slow
 CLASSES = ["a", "b", "c"]

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.config import Settings
+from service.jobs.bounded import CachedChecks
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +19,16 @@ def store_dir(tmp_path_factory):
 
 
 class _DownJobs:
-    def ping(self) -> dict[str, bool]:
-        return {"database": True, "broker": False}
+    def __init__(self) -> None:
+        self.checks = CachedChecks(
+            {"database": lambda: True, "broker": lambda: False}, timeout_s=5.0, cache_s=0.0
+        )
 
     def stats(self) -> dict:
         return {"jobs": {"queued": 3, "running": 1}, "queues": {"training": 2}}
 
     def close(self) -> None:
-        pass
+        self.checks.close()
 
 
 def test_models_load_once_per_lifespan_and_never_per_request(store_dir, tmp_path):
@@ -43,9 +46,11 @@ def test_models_load_once_per_lifespan_and_never_per_request(store_dir, tmp_path
 
         real_jobs, app.state.jobs = app.state.jobs, _DownJobs()
         try:
-            response = client.get("/readyz")
-            assert response.status_code == 503
-            assert response.json()["checks"] == {"models": True, "database": True, "broker": False}
+            serving, jobs = client.get("/readyz"), client.get("/readyz/jobs")
+            assert (serving.status_code, jobs.status_code) == (200, 503)
+            for response in (serving, jobs):
+                checks = response.json()["checks"]
+                assert checks == {"models": True, "database": True, "broker": False}
             metrics = client.get("/metrics").text
             assert 'medrobust_jobs{state="queued"} 3.0' in metrics
             assert 'medrobust_queue_depth{queue="training"} 2.0' in metrics

@@ -182,6 +182,48 @@ def test_refusals_say_why(client, route):
     refused(post(client, route, shipped("ExplVR_LitEndNoMeta.dcm")), 415, "not an image")
 
 
+def cut_inside_pixel_data(data: bytes) -> bytes:
+    """The file cut half-way through its Pixel Data value."""
+    start = dcmread(io.BytesIO(data)).get_item("PixelData").value_tell
+    return data[: start + (len(data) - start) // 2]
+
+
+@pytest.mark.filterwarnings("ignore:End of file reached before delimiter")  # pydicom's note
+def test_truncated_compressed_and_multi_frame_files_are_400(client):
+    """pydicom reads a file cut inside encapsulated pixel data as an empty dataset; that is a
+    corrupt file (400), not a valid one "without pixel data" (422)."""
+    for name in (
+        "JPEG2000.dcm",
+        "JPGLosslessP14SV1_1s_1f_8b.dcm",
+        "emri_small_jpeg_2k_lossless.dcm",
+    ):
+        cut = cut_inside_pixel_data(shipped(name))
+        refused(post(client, "/predict", cut), 400, "corrupt DICOM", "truncated")
+    header_cut = shipped("JPEG2000.dcm")[:1000]
+    refused(post_json(client, "/explain", header_cut), 400, "corrupt DICOM", "truncated")
+    native_multi_frame = shipped("emri_small.dcm")[:-1000]
+    refused(post(client, "/predict", native_multi_frame), 400, "pixel data", "less than")
+
+
+@pytest.mark.parametrize(
+    ("attributes", "named"),
+    [
+        ({"RescaleSlope": "NaN", "RescaleIntercept": "0"}, "Rescale Slope NaN"),
+        ({"RescaleSlope": "1", "RescaleIntercept": "-inf"}, "Intercept -inf"),
+        ({"WindowCenter": "NaN", "WindowWidth": "4096"}, "Window Center nan"),
+        ({"WindowCenter": "2048", "WindowWidth": "inf"}, "Width inf"),
+    ],
+    ids=["slope-nan", "intercept-minus-inf", "centre-nan", "width-inf"],
+)
+@pytest.mark.parametrize("route", ["/predict", "/explain"])
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+def test_non_finite_rescale_or_window_is_422(client, route, attributes, named):
+    """Used to render one flat grey (all black) and still answer 200 with a prediction."""
+    pixels = np.random.default_rng(0).integers(0, 4096, (24, 20), np.uint16)
+    data = to_bytes(make_dataset(pixels, bits_stored=12, **attributes))
+    refused(post(client, route, data), 422, "not finite", named)
+
+
 def test_truncated_generated_file_carries_no_patient_values(client):
     data = generated()
     refused(post(client, "/predict", data[:-100]), 400, "DICOM")

@@ -21,14 +21,22 @@ def test_healthz(client):
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_reports_models_and_job_backends(client):
+def test_readyz_is_serving_readiness_and_reports_the_job_backends(client):
     response = client.get("/readyz")
     body = response.json()
-    assert set(body["checks"]) == {"models", "database", "broker"}
-    assert body["checks"]["models"] is True
+    assert response.status_code == 200 and body["ready"] is True
+    assert body["requires"] == ["models"]
+    # the session server runs the embedded broker and a SQLite job database: both answer
+    assert body["checks"] == {"models": True, "database": True, "broker": True}
     assert set(body["models"]["loaded"]) >= {"derm:1", "derm:2", "derm-baseline:1"}
-    assert body["ready"] == all(body["checks"].values())
-    assert response.status_code == (200 if body["ready"] else 503)
+
+
+def test_readyz_jobs_is_job_submission_health(client):
+    response = client.get("/readyz/jobs")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["requires"] == ["database", "broker"]
+    assert body["checks"] == {"models": True, "database": True, "broker": True}
 
 
 def test_metrics_expose_latency_per_route_and_batch_sizes(client):
@@ -53,7 +61,8 @@ def test_unmatched_paths_share_one_metrics_label(client):
 def test_openapi_and_docs(client):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    for path in ("/predict", "/explain", "/models", "/models/{name}", "/healthz", "/readyz"):
+    probes = ("/healthz", "/readyz", "/readyz/jobs")
+    for path in ("/predict", "/explain", "/models", "/models/{name}", *probes):
         assert path in paths
     body = paths["/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}

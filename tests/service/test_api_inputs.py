@@ -18,7 +18,7 @@ from api_fixtures import (
 )
 
 from service.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from service.api.inputs import check_image, decode_image, jpeg_size, png_size, sniff_format
+from service.api.images import check_image, decode_image, jpeg_size, png_size, sniff_format
 from service.config import Settings
 from training.dicom import CorruptPixelDataError
 

@@ -83,10 +83,12 @@ def test_alias_switch_takes_effect_on_the_next_request(client, live_server):
 def test_alias_errors(client, live_server):
     assert client.put("/models/derm/aliases/canary", json={"version": 9}).status_code == 404
     assert client.put("/models/nosuch/aliases/canary", json={"version": 1}).status_code == 404
-    for alias in ("latest", "7"):
+    # "latest" and numbers are selectors; "-x" and "x\n" (%0A) no store folder or alias name
+    for alias in ("latest", "7", "-canary", "canary%0A"):
         response = client.put(f"/models/derm/aliases/{alias}", json={"version": 1})
-        assert response.status_code == 422
+        assert response.status_code == 422, alias
         assert "alias" in response.json()["detail"]
+    assert "canary\n" not in ModelStore(live_server.store_dir).aliases("derm")
     assert client.put("/models/derm/aliases/canary", json={"version": "x"}).status_code == 422
     with live_server.client("predict-token") as weak:
         response = weak.put("/models/derm/aliases/canary", json={"version": 1})

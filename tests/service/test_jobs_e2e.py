@@ -140,7 +140,8 @@ def test_sigkill_of_the_pool_process_redelivers_and_resumes(
     # the result names the stored model and its hash, and the artifact is there
     result = job["result"]
     assert result["model"] == "e2e-attention:1"
-    manifest = Path(result["location"]) / "manifest.json"
+    assert result["location"] == f"<store>/{result['name']}/{result['version']}"  # no server path
+    manifest = stack.root / "models" / result["name"] / str(result["version"]) / "manifest.json"
     assert manifest.is_file() and result["weights_sha256"] in manifest.read_text()
     assert "WorkerLostError" in stack.worker_log.read_text() or "SIGKILL" in (
         stack.worker_log.read_text()
@@ -251,8 +252,8 @@ def test_cancel_queued_and_running_jobs(
     assert stack.job(queued["job_id"])["attempts"] == 0
 
 
-def test_idempotency_key_returns_the_same_job(stack: Stack, tmp_path: Path) -> None:
-    empty = tmp_path / "no-classes"
+def test_idempotency_key_returns_the_same_job(stack: Stack) -> None:
+    empty = stack.root / "data" / "no-classes"  # inside the data root: outside would be a 422
     empty.mkdir()
     spec = training_spec("idem", empty)
     headers = {"Idempotency-Key": f"idem-{time.time()}"}

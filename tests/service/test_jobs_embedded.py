@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,7 +52,8 @@ def test_training_job_through_the_filesystem_broker(stack: Stack) -> None:
     assert [h["epoch"] for h in history] == [1] and {"loss", "val_loss"} <= set(history[0])
     result = job["result"]
     assert result["model"] == "embedded:1" and len(result["weights_sha256"]) == 64
-    manifest = Path(result["location"]) / "manifest.json"
+    assert result["location"] == f"<store>/{result['name']}/{result['version']}"  # no server path
+    manifest = stack.root / "models" / result["name"] / str(result["version"]) / "manifest.json"
     assert manifest.is_file() and result["weights_sha256"] in manifest.read_text()
     assert not (stack.root / "state" / "jobs" / job["id"] / "checkpoint").exists()
     # the broker is a folder of message files; the job database is a SQLite file beside it

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import pytest
 
 from service.config import Settings
+from service.jobs.dispatch import EVALUATE_SHARD_TASK, TRAIN_TASK
 from service.jobs.runtime import EnqueueError, JobRuntime
 from service.jobs.schemas import JobKind, JobState
-from service.worker.celery_app import EVALUATE_SHARD_TASK, TRAIN_TASK, make_celery
+from service.worker.celery_app import make_celery
 from service.worker.context import CachedStore
 
 
@@ -23,7 +24,9 @@ def _closed_port() -> int:
 
 
 def _settings(root: Path, **values: object) -> Settings:
-    return Settings(state_dir=root / "state", store_dir=root / "models", **values)
+    return Settings(
+        state_dir=root / "state", store_dir=root / "models", data_dir=root / "data", **values
+    )
 
 
 @pytest.fixture
@@ -129,14 +132,15 @@ def test_submissions_that_cannot_run_are_refused_before_they_are_recorded(
         return EvaluationRequest.model_validate(
             {
                 "models": models,
-                "dataset": {"kind": "folders", "path": str(tmp_path)},
+                "dataset": {"kind": "folders", "path": str(tmp_path / "data")},
                 "evaluation": {"attacks": [{"name": "fgsm"}], "epsilons": [1]},
             }
         )
 
+    (tmp_path / "data").mkdir()
     with pytest.raises(JobSpecError, match="not found"):
-        runtime.submit_training(training(str(tmp_path / "missing")))
-    with pytest.raises(JobSpecError, match="not found"):
+        runtime.submit_training(training(str(tmp_path / "data" / "missing")))
+    with pytest.raises(JobSpecError, match="inside the data root"):
         runtime.submit_training(training("bad\x00path"))
     with pytest.raises(JobSpecError, match="bad model ref"):
         runtime.submit_evaluation(evaluation(["../escape"]))

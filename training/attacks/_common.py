@@ -6,6 +6,7 @@ over samples, so an attack step costs one gradient call plus a few numpy passes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from numbers import Integral, Real
 
@@ -33,7 +34,7 @@ def check_step_size(attack_name: str, step_size: object, epsilon: float, steps: 
     if (
         isinstance(step_size, bool)
         or not isinstance(step_size, Real)
-        or not np.isfinite(step_size)
+        or not math.isfinite(step_size)
         or step_size <= 0
     ):
         raise AttackError(

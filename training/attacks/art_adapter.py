@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -106,7 +107,7 @@ class ARTAttack(Attack):
     ) -> None:
         bounded = epsilon is not None
         super().__init__(
-            epsilon if bounded else clip_max - clip_min,
+            epsilon if epsilon is not None else clip_max - clip_min,
             targeted=targeted,
             clip_min=clip_min,
             clip_max=clip_max,
@@ -164,7 +165,7 @@ class ARTAttack(Attack):
         self.norm = norm  # type: ignore[misc]  # per instance: depends on the ART class
         self.art_class_name = art_class_name
         self.bounded = bounded
-        self._art_class = art_class
+        self._art_class: Callable[..., Any] = art_class
         self._art_params = params
 
     def params(self) -> dict[str, Any]:

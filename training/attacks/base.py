@@ -15,10 +15,14 @@ Conventions shared by all attacks (paper §3.2: perturbations live in pixel spac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import keras
 import numpy as np
+
+#: How an attack searches; the gradient-masking checks (``training.robustness.diagnostics``)
+#: compare attacks of different kinds on the same images.
+AttackKind = Literal["single-step", "iterative", "adaptive", "black-box", "ensemble"]
 
 
 class AttackError(ValueError):
@@ -30,6 +34,7 @@ class Attack(ABC):
 
     name: ClassVar[str]
     norm: ClassVar[str]  # "inf" or "2"
+    kind: ClassVar[AttackKind | None] = None  # None: not classified (e.g. an ART attack)
 
     def __init__(
         self,

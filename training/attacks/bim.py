@@ -24,6 +24,7 @@ class BIM(PGDLinf):
 
     name = "bim"
     norm = "inf"
+    kind = "iterative"
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ class FGSM(Attack):
     """One signed-gradient step of size ``epsilon`` (L∞); deterministic, no random start."""
 
     name = "fgsm"
+    kind = "single-step"
     norm = "inf"
 
     def __init__(

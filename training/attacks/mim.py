@@ -38,6 +38,7 @@ class MIM(Attack):
 
     name = "mim"
     norm = "inf"
+    kind = "iterative"
 
     def __init__(
         self,
@@ -62,7 +63,7 @@ class MIM(Attack):
             or (decay < 0)
         ):
             raise AttackError(f"{self.name}: decay must be a finite number >= 0, got {decay!r}")
-        self.decay = float(decay)
+        self.decay: float = float(decay)
 
     def _perturb(
         self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, sample_ids: np.ndarray

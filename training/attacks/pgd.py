@@ -35,6 +35,7 @@ class PGDLinf(ProjectedGradientAttack):
     """
 
     name = "pgd"
+    kind = "iterative"
     norm = "inf"
 
     def _start(self, x: np.ndarray, sample_ids: np.ndarray, restart: int) -> np.ndarray:

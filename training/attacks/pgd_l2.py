@@ -35,6 +35,7 @@ class PGDL2(ProjectedGradientAttack):
     """
 
     name = "pgd_l2"
+    kind = "iterative"
     norm = "2"
 
     def _start(self, x: np.ndarray, sample_ids: np.ndarray, restart: int) -> np.ndarray:

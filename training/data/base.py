@@ -41,13 +41,14 @@ class LabeledImages:
     skipped: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if (self.paths is None) == (self.arrays is None):
+        if self.paths is not None and self.arrays is None:
+            images = len(self.paths)
+        elif self.arrays is not None and self.paths is None:
+            images = len(self.arrays)
+        else:
             raise DatasetError(f"{self.name}: exactly one of paths or arrays must be given")
         n = len(self.labels)
-        sizes = {
-            "groups": len(self.groups),
-            "images": len(self.paths) if self.paths is not None else len(self.arrays),
-        }
+        sizes = {"groups": len(self.groups), "images": images}
         if self.source_split is not None:
             sizes["source_split"] = len(self.source_split)
         for what, size in sizes.items():
@@ -65,6 +66,12 @@ class LabeledImages:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def file_paths(self) -> tuple[str, ...]:
+        """``paths``, for what needs the files themselves (lazy decoding, lookups by file name)."""
+        if self.paths is None:
+            raise DatasetError(f"{self.name}: the images are arrays in memory, not files")
+        return self.paths
 
     def subset(self, indices: np.ndarray) -> LabeledImages:
         """The images at ``indices``, in that order, with the same class names."""

@@ -84,16 +84,16 @@ def _source_split(splits_csv: Path, kept: list[tuple[dict[str, str], str]]) -> n
         by_image[row["image_id"]] = row
     split = []
     for meta, _ in kept:
-        row = by_image.get(meta["image_id"])
-        if row is None:
+        listed = by_image.get(meta["image_id"])
+        if listed is None:
             raise DatasetError(f"{splits_csv}: no row for image {meta['image_id']!r}")
-        if (row["lesion_id"], row["dx"]) != (meta["lesion_id"], meta["dx"]):
+        if (listed["lesion_id"], listed["dx"]) != (meta["lesion_id"], meta["dx"]):
             raise DatasetError(
                 f"{splits_csv}: image {meta['image_id']!r} has lesion/dx "
-                f"{row['lesion_id']}/{row['dx']} but the metadata says "
+                f"{listed['lesion_id']}/{listed['dx']} but the metadata says "
                 f"{meta['lesion_id']}/{meta['dx']}"
             )
-        split.append(row["split"])
+        split.append(listed["split"])
     return np.array(split)
 
 

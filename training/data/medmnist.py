@@ -164,9 +164,11 @@ def _groups_from_csv(groups_csv: Path, ids: np.ndarray) -> np.ndarray:
     id_column = next((c for c in ID_COLUMNS if c in columns), None)
     group_column = next((c for c in GROUP_COLUMNS if c in columns), None)
     if id_column is None or group_column is None:
+        # the header is counted, not quoted: a file that is no groups CSV at all (a path typo,
+        # or a caller probing the server) must not have its first line echoed into a job record
         raise DatasetError(
             f"{groups_csv}: needs an id column {list(ID_COLUMNS)} and a group column "
-            f"{list(GROUP_COLUMNS)}; found {sorted(columns)}"
+            f"{list(GROUP_COLUMNS)}; its header has no such pair among {len(columns)} column(s)"
         )
     rows = read_csv_rows(groups_csv, (id_column, group_column))
     group_of: dict[str, str] = {}

@@ -24,6 +24,8 @@ from training.data.splits import check_fractions, split_indices, subsample_strat
 
 DatasetKind = Literal["ham10000", "kaggle_dr", "chestxray14", "medmnist", "folders"]
 DATA_DIR_ENV = "MEDROBUST_DATA_DIR"
+#: where the data lives when ``MEDROBUST_DATA_DIR`` is unset: ``shared/data`` beside the checkout
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
 # Options that only some kinds understand; giving one to another kind is a config mistake.
 _OPTION_KINDS: dict[str, frozenset[str]] = {
     "task": frozenset({"medmnist"}),
@@ -42,7 +44,7 @@ def data_dir() -> Path:
     configured = os.environ.get(DATA_DIR_ENV)
     if configured:
         return Path(configured).expanduser()
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    return DEFAULT_DATA_DIR
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 
 from training import gradients
+from training.architecture import DEFAULT_TAP_LAYER
 from training.metrics import softmax
-from training.models.builders import DEFAULT_TAP_LAYER
 
 ClassSelection = int | Sequence[int] | np.ndarray | None
 Size = int | tuple[int, int]

@@ -41,10 +41,12 @@ class ImageExplanation:
         """All overlays side by side in one PNG (for the CLI and quick looks)."""
         import cv2
 
-        tiles = [
-            cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)
-            for b in self.overlays.values()
-        ]
+        tiles = []
+        for name, png in self.overlays.items():
+            tile = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+            if tile is None:
+                raise RuntimeError(f"the {name} overlay is not a decodable image")
+            tiles.append(tile)
         ok, encoded = cv2.imencode(".png", np.concatenate(tiles, axis=1))
         if not ok:
             raise RuntimeError("could not encode the panel")

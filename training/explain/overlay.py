@@ -44,8 +44,8 @@ def overlay(
     if heat.ndim != 2:
         raise ValueError(f"heatmap must be (h, w), got shape {heat.shape}")
     height, width = rgb.shape[:2]
-    heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
-    heat = np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0)
+    resized = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
+    heat = np.clip(np.nan_to_num(resized, nan=0.0), 0.0, 1.0)
     coloured = cv2.applyColorMap(np.round(heat * 255.0).astype(np.uint8), code)
     coloured = cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB)
     blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * coloured.astype(np.float32)

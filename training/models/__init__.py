@@ -1,18 +1,21 @@
 """Model architectures and their custom layers."""
 
-from training.models.builders import (
+from training.architecture import (
     ARCHITECTURES,
-    ATTENTION_LAYER,
+    ATTENTION_VARIANTS,
     DEFAULT_TAP_LAYER,
-    LOGITS_LAYER,
     ArchitectureConfig,
+)
+from training.models.builders import (
+    ATTENTION_LAYER,
+    LOGITS_LAYER,
     WeightsUnavailableError,
     attention_maps_model,
     build_from_config,
     build_model,
     with_softmax,
 )
-from training.models.layers import ATTENTION_VARIANTS, CaffePreprocess, SoftAttention
+from training.models.layers import CaffePreprocess, SoftAttention
 
 __all__ = [
     "ARCHITECTURES",

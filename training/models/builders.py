@@ -17,16 +17,18 @@ softmax as a separate final layer for callers that want probabilities.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import keras
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from training.models.layers import ATTENTION_VARIANTS, CaffePreprocess, SoftAttention
+from training.architecture import (
+    ARCHITECTURES,
+    DEFAULT_TAP_LAYER,
+    Architecture,
+    ArchitectureConfig,
+    AttentionVariant,
+)
+from training.models.layers import CaffePreprocess, SoftAttention
 
-Architecture = Literal["baseline", "attention"]
-ARCHITECTURES: tuple[str, ...] = ("baseline", "attention")
-DEFAULT_TAP_LAYER = "conv5_block3_out"
 ATTENTION_LAYER = "soft_attention"
 LOGITS_LAYER = "logits"
 
@@ -35,33 +37,12 @@ class WeightsUnavailableError(RuntimeError):
     """ImageNet weights were asked for but could not be obtained (no network, no cached file)."""
 
 
-class ArchitectureConfig(BaseModel):
-    """Everything needed to rebuild a model's graph; stored with each trained artifact."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    architecture: Architecture = "baseline"
-    num_classes: int = Field(2, ge=2)
-    input_size: int = Field(224, ge=32, le=1024)
-    attention_variant: Literal["paper", "datta-reference"] = "paper"
-    attention_heads: int = Field(16, ge=1)
-    tap_layer: str = DEFAULT_TAP_LAYER
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-
-    @field_validator("attention_variant")
-    @classmethod
-    def _known_variant(cls, value: str) -> str:
-        if value not in ATTENTION_VARIANTS:
-            raise ValueError(f"attention_variant must be one of {ATTENTION_VARIANTS}")
-        return value
-
-
 def build_model(
     architecture: Architecture = "baseline",
     num_classes: int = 2,
     input_size: int = 224,
     weights: str | Path | None = None,
-    attention_variant: Literal["paper", "datta-reference"] = "paper",
+    attention_variant: AttentionVariant = "paper",
     tap_layer: str = DEFAULT_TAP_LAYER,
     attention_heads: int = 16,
     dropout: float = 0.5,

@@ -6,16 +6,15 @@ both are registered for serialisation so a saved ``.keras`` model reloads with `
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import keras
 from keras import ops
 
+from training.architecture import ATTENTION_VARIANTS, AttentionVariant
+
 # Keras ResNet-50 "caffe" preprocessing: ImageNet channel means in BGR order (paper §3.2).
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
-
-AttentionVariant = Literal["paper", "datta-reference"]
-ATTENTION_VARIANTS: tuple[str, ...] = ("paper", "datta-reference")
 
 
 @keras.saving.register_keras_serializable(package="medrobust")
@@ -77,14 +76,15 @@ class SoftAttention(keras.layers.Layer):
         self.aggregate = bool(aggregate)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        if len(input_shape) != 4 or None in input_shape[1:]:
+        known = [size for size in input_shape[1:] if size is not None]
+        if len(input_shape) != 4 or len(known) != 3:
             raise ValueError(
                 f"Expected a 4-D input (batch, H, W, C) with known H, W, C. Received: {input_shape}"
             )
-        channels = input_shape[-1]
+        channels = known[-1]
         if self.variant == "datta-reference" and channels < 3:
             raise ValueError(f"The datta-reference variant needs C >= 3. Received C={channels}")
-        kernel_shape = (3, 3, channels, self.heads)
+        kernel_shape: tuple[int, ...] = (3, 3, channels, self.heads)
         if self.variant == "datta-reference":
             kernel_shape = (channels, 3, 3, 1, self.heads)
         self.kernel = self.add_weight(
@@ -138,7 +138,7 @@ class SoftAttention(keras.layers.Layer):
         self, input_shape: tuple[int | None, ...]
     ) -> list[tuple[int | None, ...]]:
         batch, height, width, channels = input_shape
-        out_channels = channels if self.aggregate else channels * self.heads
+        out_channels = channels if self.aggregate or channels is None else channels * self.heads
         return [(batch, height, width, out_channels), (batch, height, width, self.heads)]
 
     def get_config(self) -> dict[str, Any]:

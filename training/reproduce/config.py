@@ -17,18 +17,29 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from training.config import ModelOptions, TrainConfig, TrainingSpec, apply_overrides
 from training.data.registry import DatasetSpec
 from training.preprocess import PreprocessConfig
-from training.robustness import AttackSpec, EvaluationSpec
+from training.robustness.spec import AttackSpec, EvaluationSpec
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$"
+#: variant labels may also join a model and a recipe change with ``+`` (``baseline+pgd-at``)
+VARIANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,40}$"
 
 
 class VariantSpec(BaseModel):
-    """One architecture under comparison, e.g. ``attention-paper``."""
+    """One model under comparison, e.g. ``attention-paper`` or ``baseline+pgd-at``: an
+    architecture, and what it changes in the task's recipe (a defense, say)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME)
+    name: str = Field(pattern=VARIANT_NAME)
     model: ModelOptions
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the task's recipe, e.g. adversarial"
+    )
+
+    @property
+    def slug(self) -> str:
+        """The label as it may appear in a model name (the store allows no ``+``)."""
+        return self.name.replace("+", "_")
 
 
 class AttackPlan(BaseModel):
@@ -103,7 +114,7 @@ class StudyConfig(BaseModel):
     @model_validator(mode="after")
     def _unique_names(self) -> StudyConfig:
         for what, names in (
-            ("variant", [v.name for v in self.variants]),
+            ("variant", [v.slug for v in self.variants]),
             ("task", [t.name for t in self.tasks]),
         ):
             if len(set(names)) != len(names):
@@ -119,10 +130,12 @@ class StudyConfig(BaseModel):
         raise KeyError(f"no task {name!r}; the config has {[t.name for t in self.tasks]}")
 
     def training_spec(self, task: TaskSpec, variant: VariantSpec, seed: int) -> TrainingSpec:
-        """The one training run of (task, variant, seed): shared recipe + task overrides + seed."""
-        recipe = apply_overrides(self.train.model_dump(), {**task.train, "seed": seed})
+        """The one training run of (task, variant, seed): shared recipe, then the task's and the
+        variant's overrides, then the seed."""
+        overrides = {**task.train, **variant.train, "seed": seed}
+        recipe = apply_overrides(self.train.model_dump(), overrides)
         return TrainingSpec(
-            name=model_name(self.name, task.name, variant.name, seed),
+            name=model_name(self.name, task.name, variant.slug, seed),
             dataset=task.dataset,
             model=variant.model.model_copy(update={"weights": self.weights}),
             preprocess=task.preprocess,
@@ -131,7 +144,8 @@ class StudyConfig(BaseModel):
 
 
 def model_name(study: str, task: str, variant: str, seed: int) -> str:
-    """The store name of one trained model, e.g. ``cpu-ham10000-baseline-s0``."""
+    """The store name of one trained model, e.g. ``cpu-ham10000-baseline-s0``; ``variant`` is
+    a :attr:`VariantSpec.slug`."""
     return f"{study}-{task}-{variant}-s{seed}"[:64]
 
 

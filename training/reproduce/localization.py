@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from training.explain.cam import CAMMethod
 from training.explain.compare import energy_inside, pointing_game
 from training.explain.overlay import overlay
-from training.robustness import AttackSpec, ModelIdentity
+from training.model_ref import ModelIdentity
+from training.robustness.spec import AttackSpec
 from training.stats import wilson_interval
 
 CLEAN = "clean"

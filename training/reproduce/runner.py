@@ -26,10 +26,9 @@ import numpy as np
 from training.config import TrainingSpec
 from training.data.ham10000 import load_lesion_masks
 from training.data.registry import resolve_path
-from training.evaluation import evaluate_stored, evaluation_samples, model_identity
 from training.explain.cam import get_method
+from training.model_ref import ModelIdentity
 from training.pipeline import prepared_arrays
-from training.reporting import markdown_table, robustness_curve_png
 from training.reproduce.config import StudyConfig, TaskSpec, VariantSpec
 from training.reproduce.localization import (
     CLEAN,
@@ -40,7 +39,10 @@ from training.reproduce.localization import (
     true_class_maps,
 )
 from training.reproduce.summary import TaskResult, summary_markdown
-from training.robustness import RobustnessReport, ShardResult, build_report
+from training.robustness.render import markdown_table, robustness_curve_png
+from training.robustness.report import build_report
+from training.robustness.results import RobustnessReport, ShardResult
+from training.robustness.run import evaluate_stored, evaluation_samples
 from training.store import ModelManifest, ModelStore, code_version
 from training.workflow import train_and_store
 
@@ -141,7 +143,7 @@ def ensure_evaluated(
     """The robustness report of the task's models, from cached outcomes when they still apply."""
     spec = config.evaluation.evaluation_spec(seed)
     path = folders.outcomes(task.name, seed)
-    wanted = [model_identity(m) for m in manifests]
+    wanted = [ModelIdentity.of(m) for m in manifests]
     if path.is_file():
         cached = ShardResult.model_validate_json(path.read_text())
         if cached.spec == spec and cached.models == wanted:
@@ -221,7 +223,7 @@ def explain_task(
     cam = get_method(plan.explain)
     conditions: dict[str, float | None] = {CLEAN: None}
     conditions.update({attack.name: plan.typical_epsilon for attack in plan.attacks})
-    models = [(model_identity(m.manifest), m.model) for m in loaded]
+    models = [(ModelIdentity.of(m.manifest), m.model) for m in loaded]
     maps: dict[tuple[str, str], np.ndarray] = {}
     for (identity, model), variant in zip(models, config.variants, strict=True):
         log(f"[{task.name} s{seed}] heatmaps: {variant.name}")
@@ -245,7 +247,7 @@ def explain_task(
     panel.write_bytes(heatmap_panel(pixels[rows], columns, titles))
     if task.lesion_masks is None:
         return None
-    masks = load_lesion_masks(resolve_path(task.lesion_masks), subset.paths)
+    masks = load_lesion_masks(resolve_path(task.lesion_masks), subset.file_paths())
     report = localization_report(cam, models, maps, conditions, masks)
     cached.write_text(report.model_dump_json(indent=1))
     return report

@@ -13,7 +13,7 @@ from typing import Any
 
 from training.reproduce.config import AttackPlan, StudyConfig, TaskSpec
 from training.reproduce.localization import LocalizationReport
-from training.robustness import CellResult, PairComparison, RobustnessReport
+from training.robustness.results import CellResult, PairComparison, RobustnessReport
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def summary_markdown(config: StudyConfig, results: list[TaskResult]) -> str:
                         f"| {d['mcnemar_p']:.3g} |"
                     )
         if result.localization is not None:
-            lines += _localization_lines(result)
+            lines += _localization_lines(result.localization, result.models)
     return "\n".join(lines) + "\n"
 
 
@@ -228,9 +228,8 @@ def _balanced_lines(result: TaskResult, plan: AttackPlan) -> list[str]:
     return lines
 
 
-def _localization_lines(result: TaskResult) -> list[str]:
-    loc = result.localization
-    variant_of = {m["ref"]: m["variant"] for m in result.models}
+def _localization_lines(loc: LocalizationReport, models: list[dict[str, Any]]) -> list[str]:
+    variant_of = {m["ref"]: m["variant"] for m in models}
     lines = [
         "",
         f"Where {loc.method} (true class, `{loc.layer}`) looks, scored against the lesion masks "

@@ -17,19 +17,19 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import ExplainCaller
+from service.api.decoding import DecodePoolDep, decode_cost
 from service.api.deps import RegistryDep, SettingsDep, selected_refs
 from service.api.errors import IMAGE_ERRORS, Unprocessable
-from service.api.inputs import (
+from service.api.images import check_accepted, decode_image
+from service.api.models_registry import ServedModel
+from service.api.params import (
     EXAMPLE_PNG_BASE64,
     IMAGE_FORM_FIELDS,
     ImageParams,
-    check_accepted,
-    decode_image,
     image_request_body,
-    parse_image_request,
 )
-from service.api.models_registry import ServedModel
 from service.api.schemas import ImageInfo, ModelPrediction
+from service.api.upload import parse_image_request
 from training.attacks import Attack, available_attacks, make_attack
 from training.explain.compare import MapComparison
 from training.explain.image import ImageExplanation, explain_image
@@ -191,6 +191,7 @@ async def explain(
     _: ExplainCaller,
     settings: SettingsDep,
     registry: RegistryDep,
+    decoder: DecodePoolDep,
     format: Annotated[
         Literal["json", "png"] | None,
         Query(description="png: one image/png panel (one model only); default JSON"),
@@ -210,8 +211,9 @@ async def explain(
     attack = build_attack(params)
     served = [await registry.get(ref) for ref in refs]
     classes = [class_index(model, params.class_) for model in served]
-    check_accepted(upload, [(s.ref, s.manifest.accepts) for s in served], params)
-    image = await asyncio.to_thread(decode_image, upload, params.multiframe)
+    accepts = [(s.ref, s.manifest.accepts) for s in served]
+    check_accepted(upload, accepts, params.allow_modality_mismatch)
+    image = await decoder.run(decode_cost(upload), decode_image, upload, params.multiframe)
     results = []
     for model, index in zip(served, classes, strict=True):
         async with registry.explain_slots:

@@ -9,17 +9,19 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from service.api.auth import JobsCaller
-from service.api.errors import ApiError, ErrorResponse, NotFound, Unprocessable
+from service.api.auth import JobsCaller, authenticated_route
+from service.api.deps import JobsDep
+from service.api.errors import Conflict, ErrorResponse, NotFound
 from service.jobs.requests import EvaluationRequest, PacsStudyRequest
-from service.jobs.runtime import EnqueueError, IdempotencyConflict, JobRuntime, JobSpecError
+from service.jobs.runtime import JobRuntime
 from service.jobs.schemas import JobKind, JobList, JobState, JobView, SubmittedJob
 from training.config import TrainingSpec
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+# the token is checked before the body is parsed: malformed JSON without a token is 401, not 422
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=authenticated_route("jobs"))
 
 IdempotencyKey = Annotated[
     str | None,
@@ -35,6 +37,7 @@ JOB_ERRORS: dict[int | str, dict] = {
     401: {"model": ErrorResponse, "description": "missing or invalid bearer token"},
     403: {"model": ErrorResponse, "description": "the token lacks the 'jobs' scope"},
 }
+# A submission's 409/422/503 come from JobRuntime's errors, mapped in service.api.errors.
 SUBMIT_RESPONSES: dict[int | str, dict] = {
     **JOB_ERRORS,
     200: {"model": SubmittedJob, "description": "an earlier job with this Idempotency-Key"},
@@ -44,25 +47,8 @@ SUBMIT_RESPONSES: dict[int | str, dict] = {
 }
 
 
-def _runtime(request: Request) -> JobRuntime:
-    runtime = getattr(request.app.state, "jobs", None)
-    if runtime is None:
-        raise ApiError("the job runtime is not open", status_code=503)
-    return runtime
-
-
-def _submitted(submit: object, *args: object) -> JSONResponse:
-    try:
-        job, created = submit(*args)  # type: ignore[operator]
-    except JobSpecError as exc:
-        raise Unprocessable(str(exc)) from exc
-    except IdempotencyConflict as exc:
-        raise ApiError(str(exc), status_code=409) from exc
-    except EnqueueError as exc:
-        raise ApiError(
-            {"message": str(exc), "job_id": exc.job.id, "state": exc.job.state.value},
-            status_code=503,
-        ) from exc
+def _submitted(job: JobView, created: bool) -> JSONResponse:
+    """202 and the new job, or 200 and the job an earlier submission with this key made."""
     body = SubmittedJob(job_id=job.id, state=job.state, created=created)
     return JSONResponse(
         body.model_dump(mode="json"),
@@ -89,9 +75,9 @@ def _job(runtime: JobRuntime, job_id: str) -> JobView:
     summary="Submit a training job (a TrainingSpec)",
 )
 def submit_training(
-    spec: TrainingSpec, request: Request, _: JobsCaller, idempotency_key: IdempotencyKey = None
+    spec: TrainingSpec, jobs: JobsDep, _: JobsCaller, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
-    return _submitted(_runtime(request).submit_training, spec, idempotency_key)
+    return _submitted(*jobs.submit_training(spec, idempotency_key))
 
 
 @router.post(
@@ -103,11 +89,11 @@ def submit_training(
 )
 def submit_evaluation(
     body: EvaluationRequest,
-    request: Request,
+    jobs: JobsDep,
     _: JobsCaller,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    return _submitted(_runtime(request).submit_evaluation, body, idempotency_key)
+    return _submitted(*jobs.submit_evaluation(body, idempotency_key))
 
 
 @router.post(
@@ -119,27 +105,27 @@ def submit_evaluation(
 )
 def submit_pacs_study(
     body: PacsStudyRequest,
-    request: Request,
+    jobs: JobsDep,
     _: JobsCaller,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """QIDO-RS, WADO-RS, the model on each suitable image, STOW-RS of an SR and a Secondary
     Capture per image. The job's result lists every instance (analysed, or skipped and why),
     the stored objects' UIDs and the model's name, version and weights sha256."""
-    return _submitted(_runtime(request).submit_pacs_study, body, idempotency_key)
+    return _submitted(*jobs.submit_pacs_study(body, idempotency_key))
 
 
 @router.get("", response_model=JobList, responses=JOB_ERRORS, summary="List jobs, newest first")
 def list_jobs(
-    request: Request,
+    jobs: JobsDep,
     _: JobsCaller,
     state: JobState | None = None,
     kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> JobList:
-    jobs, total = _runtime(request).list(state, kind, limit, offset)
-    return JobList(jobs=jobs, total=total)
+    views, total = jobs.list(state, kind, limit, offset)
+    return JobList(jobs=views, total=total)
 
 
 @router.get(
@@ -148,8 +134,8 @@ def list_jobs(
     responses={**JOB_ERRORS, 404: {"model": ErrorResponse, "description": "unknown job"}},
     summary="A job: state, progress, epoch/batch, metrics so far, timestamps, error, result",
 )
-def get_job(job_id: str, request: Request, _: JobsCaller) -> JobView:
-    return _job(_runtime(request), job_id)
+def get_job(job_id: str, jobs: JobsDep, _: JobsCaller) -> JobView:
+    return _job(jobs, job_id)
 
 
 @router.post(
@@ -162,13 +148,12 @@ def get_job(job_id: str, request: Request, _: JobsCaller) -> JobView:
     },
     summary="Cancel: a queued job at once, a running one at its next batch",
 )
-def cancel_job(job_id: str, request: Request, _: JobsCaller) -> JobView:
-    runtime = _runtime(request)
-    job = runtime.cancel(job_id) if JOB_ID.match(job_id) else None
+def cancel_job(job_id: str, jobs: JobsDep, _: JobsCaller) -> JobView:
+    job = jobs.cancel(job_id) if JOB_ID.match(job_id) else None
     if job is None:
         raise NotFound(f"no job {job_id!r}")
     if job.state in (JobState.succeeded, JobState.failed):
-        raise ApiError(f"job {job_id} has already {job.state.value}", status_code=409)
+        raise Conflict(f"job {job_id} has already {job.state.value}")
     return job
 
 
@@ -179,15 +164,13 @@ REPORT_RESPONSES: dict[int | str, dict] = {
 }
 
 
-def _report(request: Request, job_id: str, name: str, media_type: str) -> FileResponse:
-    runtime = _runtime(request)
+def _report(runtime: JobRuntime, job_id: str, name: str, media_type: str) -> FileResponse:
     job = _job(runtime, job_id)
     if job.kind != JobKind.evaluation:
         raise NotFound(f"job {job_id} is a {job.kind.value} job; only evaluations have reports")
     if job.state != JobState.succeeded:
-        raise ApiError(
-            f"job {job_id} is {job.state.value}; its report exists once it has succeeded",
-            status_code=409,
+        raise Conflict(
+            f"job {job_id} is {job.state.value}; its report exists once it has succeeded"
         )
     path = runtime.report_file(job_id, name)
     if not path.is_file():
@@ -199,10 +182,10 @@ def _report(request: Request, job_id: str, name: str, media_type: str) -> FileRe
     "/{job_id}/report",
     responses={**REPORT_RESPONSES, 200: {"content": {"application/json": {}}}},
     response_class=Response,
-    summary="The evaluation's robustness report (JSON, training.robustness.RobustnessReport)",
+    summary="The evaluation's robustness report (JSON: a RobustnessReport)",
 )
-def get_report(job_id: str, request: Request, _: JobsCaller) -> FileResponse:
-    return _report(request, job_id, "report.json", "application/json")
+def get_report(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
+    return _report(jobs, job_id, "report.json", "application/json")
 
 
 @router.get(
@@ -211,8 +194,8 @@ def get_report(job_id: str, request: Request, _: JobsCaller) -> FileResponse:
     response_class=Response,
     summary="Robust accuracy vs ε, one panel per attack (PNG)",
 )
-def get_report_png(job_id: str, request: Request, _: JobsCaller) -> FileResponse:
-    return _report(request, job_id, "report.png", "image/png")
+def get_report_png(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
+    return _report(jobs, job_id, "report.png", "image/png")
 
 
 @router.get(
@@ -221,5 +204,5 @@ def get_report_png(job_id: str, request: Request, _: JobsCaller) -> FileResponse
     response_class=Response,
     summary="The report as a markdown table",
 )
-def get_report_markdown(job_id: str, request: Request, _: JobsCaller) -> FileResponse:
-    return _report(request, job_id, "report.md", "text/markdown; charset=utf-8")
+def get_report_markdown(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
+    return _report(jobs, job_id, "report.md", "text/markdown; charset=utf-8")

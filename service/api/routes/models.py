@@ -1,4 +1,8 @@
-"""``/models``: what the store holds, each version's manifest, and aliases (admin)."""
+"""``/models``: what the store holds, each version's manifest, and aliases (admin).
+
+A manifest records the training spec, whose paths say where the server keeps its data; only an
+``admin`` token sees them as stored, every other caller sees them relative to their root
+(``<data>/ham10000_200x150``)."""
 
 from __future__ import annotations
 
@@ -7,13 +11,16 @@ import asyncio
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from service.api.auth import AdminCaller, Authenticated
-from service.api.deps import RegistryDep
+from service.api.auth import AdminCaller, Authenticated, authenticated_route
+from service.api.deps import RegistryDep, SettingsDep
 from service.api.errors import ErrorResponse, Unprocessable
-from service.api.models_registry import check_name, split_ref
+from service.api.models_registry import check_name
+from service.jobs.paths import PathPolicy
+from training.model_ref import LATEST, NAME_PATTERN, ModelRef
 from training.store import ModelManifest
 
-router = APIRouter(prefix="/models", tags=["models"])
+# any valid token before the body is parsed (the alias PUT then also needs admin)
+router = APIRouter(prefix="/models", tags=["models"], route_class=authenticated_route(None))
 
 ERRORS: dict[int | str, dict] = {
     401: {"model": ErrorResponse},
@@ -118,12 +125,16 @@ def show_model(name: str, _: Authenticated, registry: RegistryDep) -> ModelVersi
     summary="One version's manifest (by number, alias or 'latest')",
 )
 def show_version(
-    name: str, selector: str, _: Authenticated, registry: RegistryDep
+    name: str, selector: str, caller: Authenticated, registry: RegistryDep, settings: SettingsDep
 ) -> ManifestResponse:
-    name, selector = split_ref(f"{check_name(name)}:{selector}")
-    manifest = registry.store.manifest(name, selector)
+    ref = ModelRef.parse(f"{check_name(name)}:{selector}")  # ModelRefError → 404
+    manifest = registry.store.manifest(ref.name, ref.selector)
     loaded = any(m.ref == manifest.ref for m in registry.loaded())
-    return ManifestResponse(**manifest.model_dump(), loaded=loaded)
+    fields = manifest.model_dump()
+    if "admin" not in caller.scopes and fields["training_spec"] is not None:
+        paths = PathPolicy.from_settings(settings)
+        fields["training_spec"] = paths.redact_values(fields["training_spec"])
+    return ManifestResponse(**fields, loaded=loaded)
 
 
 @router.put(
@@ -138,7 +149,7 @@ async def set_alias(
     """The target version is loaded (and its sha256 verified) before the alias moves, so the
     next request by this alias is served by the new version without a cold start."""
     check_name(name)
-    if alias == "latest" or alias.isdigit() or split_ref(f"{name}:{alias}")[1] != alias:
+    if alias == LATEST or alias.isdigit() or not NAME_PATTERN.match(alias):
         raise Unprocessable(f"alias {alias!r} must be a name other than 'latest', not a number")
     served = await registry.get(f"{name}:{update.version}")
     previous = registry.store.aliases(name).get(alias)

@@ -9,18 +9,18 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import PredictCaller
+from service.api.decoding import DecodePoolDep, decode_cost
 from service.api.deps import RegistryDep, SettingsDep, selected_refs
 from service.api.errors import IMAGE_ERRORS
-from service.api.inputs import (
+from service.api.images import check_accepted, decode_and_prepare
+from service.api.params import (
     EXAMPLE_PNG_BASE64,
     IMAGE_FORM_FIELDS,
     ImageParams,
-    check_accepted,
-    decode_and_prepare,
     image_request_body,
-    parse_image_request,
 )
 from service.api.schemas import ImageInfo, ModelPrediction
+from service.api.upload import parse_image_request
 from training.predict import prediction_from_probabilities
 
 router = APIRouter(tags=["inference"])
@@ -66,7 +66,11 @@ FORM_FIELDS = {
     summary="Classify one image with one or several models",
 )
 async def predict(
-    request: Request, _: PredictCaller, settings: SettingsDep, registry: RegistryDep
+    request: Request,
+    _: PredictCaller,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    decoder: DecodePoolDep,
 ) -> PredictResponse:
     """Send the image as multipart (`image` file field, plus `models` / `task` fields) or as
     JSON `{"image_base64": ..., "models": [...]}`. Several models answer side by side.
@@ -81,11 +85,12 @@ async def predict(
     upload, params = await parse_image_request(request, settings, PredictParams)
     refs = selected_refs(params, settings)
     served = [await registry.get(ref) for ref in refs]
-    check_accepted(upload, [(s.ref, s.manifest.accepts) for s in served], params)
-    # Decode and prepare in a worker thread; the batchers know these requests are coming.
+    accepts = [(s.ref, s.manifest.accepts) for s in served]
+    check_accepted(upload, accepts, params.allow_modality_mismatch)
+    # Decode and prepare in the decode pool; the batchers know these requests are coming.
     configs = [s.manifest.preprocess for s in served]
     prepared = asyncio.ensure_future(
-        asyncio.to_thread(decode_and_prepare, upload, configs, params.multiframe)
+        decoder.run(decode_cost(upload), decode_and_prepare, upload, configs, params.multiframe)
     )
 
     async def pixels(index: int) -> np.ndarray:

@@ -1,11 +1,14 @@
-"""Human-readable renderings of a :class:`RobustnessReport`: a markdown table and a PNG curve."""
+"""The report for people: a markdown table and a PNG of robust accuracy against ε."""
 
 from __future__ import annotations
 
 import io
 from collections import defaultdict
 
-from training.robustness import PairComparison, RobustnessReport
+from training.robustness.results import MaskingDiagnostics, PairComparison, RobustnessReport
+
+#: from this largest ε on, the curves' ε axis is logarithmic (linear below 1)
+SYMLOG_FROM = 32
 
 
 def _percent(value: float | None) -> str:
@@ -54,7 +57,18 @@ def markdown_table(report: RobustnessReport) -> str:
                 f"| {c.difference_points:+.1f}{difference_interval(c)} | {relative} "
                 f"| {c.only_a_correct} / {c.only_b_correct} | {c.mcnemar_p:.3g} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *masking_section(report.masking)]) + "\n"
+
+
+def masking_section(masking: MaskingDiagnostics) -> list[str]:
+    """The gradient-masking checks as markdown lines: each flag, then what was not checked."""
+    lines = ['Gradient-masking checks (see the README, "Reading the masking flags"):', ""]
+    if masking.flags:
+        lines += [f"- ⚠ **{flag.check}**: {flag.message}" for flag in masking.flags]
+    else:
+        lines.append("- no check fired")
+    lines += [f"- not checked: {check} ({why})" for check, why in masking.not_checked.items()]
+    return lines
 
 
 def robustness_curve_png(report: RobustnessReport) -> bytes:
@@ -82,12 +96,18 @@ def robustness_curve_png(report: RobustnessReport) -> bytes:
                 alpha=0.2,
             )
         axis.set_title(attack)
+        if max(r.epsilon for r in report.results) >= SYMLOG_FROM:
+            axis.set_xscale("symlog", linthresh=1)  # a sanity ε of 64 would squash 1, 2, 4
         axis.set_xlabel("ε (pixel units of 255)")
         axis.set_ylim(0, 1)
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("robust accuracy")
     axes[0][-1].legend(fontsize=8)
-    figure.tight_layout()
+    flagged = sorted({(flag.check, flag.model) for flag in report.masking.flags})
+    if flagged:
+        listed = "; ".join(f"{check} ({model})" for check, model in flagged)
+        figure.suptitle(f"⚠ gradient-masking flags: {listed}", color="firebrick", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 0.92) if flagged else (0, 0, 1, 1))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
