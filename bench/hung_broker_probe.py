@@ -9,8 +9,11 @@ Then: ``/predict`` latency (median of a few), ``--readyz`` sequential ``/readyz`
 the real Redis (127.0.0.1:6379, database ``--redis-db``, flushed first: use a database nothing
 else uses); the same submission retried under the same key.
 
-    .venv/bin/python bench/hung_broker_probe.py
-    .venv/bin/python bench/hung_broker_probe.py --repo /path/to/another/checkout   # e.g. before
+    .venv/bin/python -m bench.hung_broker_probe
+    .venv/bin/python -m bench.hung_broker_probe --repo /path/to/another/checkout   # e.g. before
+
+Run it as a module from the repository root, which makes ``tests.support`` importable: the
+helpers are this checkout's, the API measured is ``--repo``'s.
 
 Prints one JSON object. Seconds are wall-clock on this machine, for comparison within one run or
 between checkouts on the same machine.
@@ -22,12 +25,16 @@ import argparse
 import base64
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import redis
+
+from tests.support.api_server import REPO, LiveServer, start_job_api
+from tests.support.images import png_bytes
+from tests.support.jobs_stack import training_spec
+from tests.support.tcp_faults import SwitchableBroker
 
 
 def _timed(call, *args, **kwargs):
@@ -44,38 +51,26 @@ def main() -> None:
     parser.add_argument("--check-timeout", type=float, default=2.0)
     parser.add_argument("--send-timeout", type=float, default=5.0)
     args = parser.parse_args()
-    sys.path.insert(0, str(args.repo.resolve() / "tests" / "service"))  # the checkout's fixtures
-
-    import redis
-    from api_fixtures import TOKENS, build_store, png_bytes, start_server
-    from jobs_fixtures import make_folder_dataset, training_spec
-    from tcp_faults import SwitchableBroker
-
     redis.Redis(db=args.redis_db).flushdb()
     with tempfile.TemporaryDirectory() as tmp, SwitchableBroker(mode="hung") as broker:
         root = Path(tmp)
-        data = make_folder_dataset(root / "data" / "tiny", per_class=2)
-        server = start_server(
-            build_store(root / "models"),
-            root / "state",
-            root / "uvicorn.log",
-            api_tokens=TOKENS,
-            default_models={"derm": "derm:production"},
-            redis_url=broker.url(args.redis_db),
-            data_dir=str(root / "data"),
+        server = start_job_api(
+            root,
+            broker.url(args.redis_db),
+            source=args.repo.resolve(),
             dependency_check_timeout_s=args.check_timeout,
             broker_send_timeout_s=args.send_timeout,
         )
         try:
-            result = _probe(server, broker, data, args, png_bytes, training_spec)
+            result = _probe(server, broker, root / "data" / "tiny", args)
         finally:
             server.stop()
     print(json.dumps(result, indent=2))
 
 
-def _probe(server, broker, data, args, png_bytes, training_spec) -> dict:
-    import redis
-
+def _probe(
+    server: LiveServer, broker: SwitchableBroker, data: Path, args: argparse.Namespace
+) -> dict:
     body = {"image_base64": base64.b64encode(png_bytes()).decode(), "task": "derm"}
     spec = training_spec("probe", data)
     key = {"Idempotency-Key": "hung-broker-probe"}

@@ -133,6 +133,31 @@ class Settings(BaseSettings):
         "gradcam", description="the overlay in the Secondary Capture"
     )
 
+    dimse_robustness: Literal["none", "flip", "certify", "all"] = Field(
+        "none", description="the SR also records each prediction's robustness block"
+    )
+
+    # trust at serve time: robustness=flip|certify|all on /predict and /explain (service/api/
+    # trust.py); a request over any limit gets 422 before any work
+    trust_max_n: int = Field(10_000, ge=1, description="certify: most estimation samples")
+    trust_max_n0: int = Field(1_000, ge=1, description="certify: most selection samples")
+    trust_max_steps: int = Field(50, ge=1, le=1000, description="flip: most attack steps per run")
+    trust_max_restarts: int = Field(5, ge=1, le=20, description="flip: most restarts per ε")
+    trust_max_epsilon: float = Field(
+        64.0, gt=0, le=255, description="flip: largest L∞ ε searched, pixel units"
+    )
+    trust_max_epsilon_l2: float = Field(
+        4096.0, gt=0, description="flip: largest L2 ε searched, pixel units"
+    )
+    trust_max_model_calls: int = Field(
+        5000, ge=1, le=1_000_000, description="flip: model calls per norm per answer"
+    )
+    trust_batch_size: int = Field(256, ge=1, le=4096, description="certify: noisy images per call")
+    trust_deadline_s: float = Field(
+        60.0, gt=0, description="a robustness block's wall-clock budget; past it: 503"
+    )
+    trust_concurrency: int = Field(1, ge=1, description="robustness blocks computed at once")
+
     @property
     def resolved_dimse_spool_dir(self) -> Path:
         return self.dimse_spool_dir or self.state_dir / "dimse"

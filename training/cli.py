@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 import yaml
@@ -122,16 +122,50 @@ def models_alias(name: str, version: int, alias: str, store: StoreOption = DEFAU
 def predict(
     image: Path,
     model: Annotated[str, typer.Option(help="NAME[:VERSION|ALIAS]")],
+    robustness: Annotated[
+        str, typer.Option(help="none | flip | certify | all: add the robustness block")
+    ] = "none",
+    noise_sigma: Annotated[
+        float | None,
+        typer.Option(help="certify with this σ (pixels); needed for a model trained without"),
+    ] = None,
+    certify_n: Annotated[int, typer.Option(help="certify: estimation samples")] = 1000,
+    flip_steps: Annotated[int, typer.Option(help="flip: attack steps per run")] = 20,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Class probabilities for one image file, as JSON."""
+    """Class probabilities for one image file, as JSON; with --robustness, the same block as
+    the API's (smallest flipping ε in L∞ and L2, certified L2 radius)."""
     from training.model_ref import ModelRef
     from training.predict import predict_images
-    from training.preprocess import read_image
+    from training.preprocess import prepare_image, read_image
+    from training.trust.answer import (
+        NoiseSigmaMissing,
+        Robustness,
+        default_plan,
+        robustness_answer,
+    )
 
+    if robustness not in ("none", "flip", "certify", "all"):
+        raise typer.BadParameter("choose none, flip, certify or all", param_hint="--robustness")
     ref = ModelRef.parse(model)
     loaded = _store(store).load(ref.name, ref.selector)
-    typer.echo(predict_images(loaded, [read_image(str(image))])[0].model_dump_json(indent=1))
+    decoded = read_image(str(image))
+    answer = predict_images(loaded, [decoded])[0].model_dump(mode="json")
+    if robustness != "none":
+        try:
+            plan = default_plan(
+                loaded.manifest,
+                cast(Robustness, robustness),  # checked above
+                noise_sigma,
+                flip={"steps": flip_steps},
+                smoothing={"n": certify_n},
+            )
+        except NoiseSigmaMissing as exc:
+            raise typer.BadParameter(str(exc), param_hint="--noise-sigma") from exc
+        pixels = prepare_image(decoded, loaded.manifest.preprocess)
+        block = robustness_answer(loaded.model, loaded.manifest, pixels, plan).block
+        answer["robustness"] = block.model_dump(mode="json")
+    typer.echo(json.dumps(answer, indent=1))
 
 
 def _split_list(value: str) -> list[str]:
@@ -159,6 +193,18 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="random starts are drawn from it")] = 0,
     explain: Annotated[
         str | None, typer.Option(help="gradcam | gradcam++: also compare clean vs attacked maps")
+    ] = None,
+    trust: Annotated[
+        str,
+        typer.Option(
+            help="certify,flip: also write OUT_trust.json/.md/.png (certified accuracy vs "
+            "radius; smallest flipping ε distribution)"
+        ),
+    ] = "",
+    trust_limit: Annotated[int, typer.Option(help="stratified images for --trust")] = 20,
+    trust_n: Annotated[int, typer.Option(help="--trust certify: estimation samples")] = 1000,
+    noise_sigma: Annotated[
+        float | None, typer.Option(help="--trust certify: σ for models trained without noise")
     ] = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
@@ -204,6 +250,55 @@ def evaluate(
     out.with_suffix(".md").write_text(markdown_table(report))
     out.with_suffix(".png").write_bytes(robustness_curve_png(report))
     typer.echo(markdown_table(report))
+    if trust:
+        _evaluate_trust(
+            _split_list(models), dataset_spec, split, trust, trust_limit, trust_n, noise_sigma,
+            out, store, seed,
+        )  # fmt: skip
+
+
+def _evaluate_trust(
+    refs: list[str],
+    dataset_spec: DatasetSpec,
+    split: str,
+    what: str,
+    limit: int,
+    n: int,
+    noise_sigma: float | None,
+    out: Path,
+    store: Path,
+    seed: int,
+) -> None:
+    """The trust section of ``medrobust evaluate`` (training.trust.report)."""
+    import numpy as np
+
+    from training.model_ref import ModelRef
+    from training.pipeline import prepared_arrays
+    from training.robustness.run import evaluation_samples
+    from training.trust import FlipSpec
+    from training.trust.answer import NoiseSigmaMissing
+    from training.trust.report import evaluate_trust, markdown, write
+
+    kinds = set(_split_list(what))
+    if not kinds <= {"certify", "flip"}:
+        raise typer.BadParameter("choose from certify, flip", param_hint="--trust")
+    loaded = [_store(store).load(r.name, r.selector) for r in map(ModelRef.parse, refs)]
+    data, indices = evaluation_samples(dataset_spec, split, limit, seed)
+    subset = data.subset(indices)
+    pixels = prepared_arrays(subset, loaded[0].manifest.preprocess)
+    try:
+        report = evaluate_trust(
+            loaded,
+            pixels,
+            np.asarray(subset.labels),
+            certify_spec={"n": n, "seed": seed} if "certify" in kinds else None,
+            flip_spec=FlipSpec(seed=seed) if "flip" in kinds else None,
+            noise_sigma=noise_sigma,
+        )
+    except NoiseSigmaMissing as exc:
+        raise typer.BadParameter(str(exc), param_hint="--noise-sigma") from exc
+    write(report, out.with_name(f"{out.stem}_trust.json"))
+    typer.echo(markdown(report))
 
 
 @app.command()

@@ -59,7 +59,10 @@ AdversarialTraining = Annotated[PGDTraining | TradesTraining, Field(discriminato
 
 class TrainConfig(BaseModel):
     """The optimisation recipe. Defaults: Adam(lr 0.01, ε 0.1), CCE, inverse-frequency class
-    weights, ≤ 300 epochs, early stopping (patience 40, min_delta 0.001, best weights restored)."""
+    weights, ≤ 300 epochs, early stopping (patience 40, min_delta 0.001, best weights restored).
+
+    At most one defense: ``adversarial`` (PGD-AT or TRADES) or ``noise_sigma`` (see
+    :mod:`training.defenses`); both default to off, so older specs validate unchanged."""
 
     model_config = ConfigDict(extra="forbid")
 

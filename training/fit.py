@@ -4,6 +4,10 @@
 with its best weights restored plus metrics on the validation and test splits. Every epoch it
 writes a checkpoint (model + optimizer state, best weights, early-stopping state and history) to
 ``checkpoint_dir``; calling :func:`train` again with the same directory continues where it stopped.
+
+A defended recipe (adversarial training or noise augmentation, :mod:`training.defenses`) runs
+the same epochs and callbacks one ``train_on_batch`` at a time instead, because each batch must
+be made against the weights of the step that trains on it; such a run resumes exactly.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Self
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 LATEST = "latest"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -62,6 +62,9 @@ class ModelIdentity(BaseModel):
     weights_sha256: str
     architecture: str | None = None
     attention_variant: str | None = None
+    defense: str | None = Field(
+        None, description="how it was trained to resist attacks, e.g. 'pgd-at ε=2 steps=3'"
+    )
 
     @property
     def key(self) -> str:
@@ -84,4 +87,24 @@ class ModelIdentity(BaseModel):
             attention_variant=(
                 architecture.attention_variant if architecture.architecture == "attention" else None
             ),
+            defense=defense_of(manifest.training_spec),
         )
+
+
+def defense_of(training_spec: dict[str, Any] | None) -> str | None:
+    """A model's defense in a few words, read from its recorded training spec (None: none).
+
+    ``train.adversarial`` (PGD-AT, TRADES) or ``train.noise_sigma`` (Gaussian noise, the σ of
+    randomized smoothing); specs recorded before defenses existed have neither.
+    """
+    train = (training_spec or {}).get("train") or {}
+    adversarial = train.get("adversarial")
+    if adversarial:
+        method = adversarial.get("method")
+        label = "pgd-at" if method == "pgd" else str(method)
+        words = [label, f"ε={adversarial.get('epsilon'):g}", f"steps={adversarial.get('steps')}"]
+        if method == "trades":
+            words.append(f"β={adversarial.get('beta'):g}")
+        return " ".join(words)
+    sigma = train.get("noise_sigma")
+    return f"gaussian-noise σ={sigma:g}" if sigma else None

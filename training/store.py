@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -78,6 +78,16 @@ class ModelManifest(BaseModel):
 class LoadedModel:
     model: keras.Model
     manifest: ModelManifest
+
+
+class ModelLoader(Protocol):
+    """What evaluating stored models needs from a store: load one by name and selector.
+
+    :class:`ModelStore` is one; so is a cache in front of it (a worker process keeps the models
+    it loaded between tasks), which need not offer saving, listing or aliases.
+    """
+
+    def load(self, name: str, selector: str = LATEST) -> LoadedModel: ...
 
 
 def sha256_file(path: Path) -> str:

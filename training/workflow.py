@@ -21,8 +21,10 @@ def train_and_store(
 ) -> ModelManifest:
     """Load the data, train (resuming from ``checkpoint_dir`` if it holds a run), store the model.
 
-    The manifest records the spec, the data fingerprint, history, best epoch and the validation
-    and test metrics of the restored best weights.
+    The manifest records the spec (a model's defense with it: ``training_spec.train.adversarial``
+    and ``.noise_sigma``, the σ a randomized-smoothing certificate must reuse), the data
+    fingerprint, history, best epoch and the validation and test metrics of the restored best
+    weights.
     """
     data = load_dataset(spec.dataset)
     splits = splits_for(spec.dataset, data)

@@ -27,6 +27,7 @@ from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.models_registry import ModelRegistry
 from service.api.routes import explain, health, models, predict
 from service.api.routes import jobs as jobs_routes
+from service.api.trust import TrustPool
 from service.config import Settings, get_settings
 from service.jobs.runtime import JobRuntime
 from training.store import ModelStore
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = ModelRegistry(ModelStore(settings.store_dir), settings, metrics)
         app.state.models = registry
         app.state.decoder = DecodePool.from_settings(settings)
+        app.state.trust = TrustPool.from_settings(settings)
         try:
             await registry.start()
             app.state.jobs = await asyncio.to_thread(JobRuntime.open, settings)
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await registry.close()
             await asyncio.to_thread(app.state.decoder.close)
+            await asyncio.to_thread(app.state.trust.close)
             jobs = getattr(app.state, "jobs", None)
             if jobs is not None:
                 await asyncio.to_thread(jobs.close)

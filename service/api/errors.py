@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service.jobs.runtime import EnqueueError, IdempotencyConflict, JobSpecError
+from service.jobs.errors import EnqueueError, IdempotencyConflict, JobSpecError
 from training.attacks import AttackError
 from training.dicom import (
     CorruptPixelDataError,

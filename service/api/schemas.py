@@ -10,6 +10,7 @@ from service.api.images import ImageUpload
 from training.dicom import header_value
 from training.predict import Prediction
 from training.store import ModelManifest
+from training.trust.answer import RobustnessBlock
 
 
 class DicomInfo(BaseModel):
@@ -55,9 +56,21 @@ class ModelPrediction(Prediction):
 
     ref: str = Field(description="the ref as requested, e.g. 'derm:production'")
     architecture: str
+    robustness: RobustnessBlock | None = Field(
+        None, description="with robustness=flip|certify|all: how far this prediction holds"
+    )
 
     @classmethod
-    def of(cls, prediction: Prediction, ref: str, manifest: ModelManifest) -> ModelPrediction:
+    def of(
+        cls,
+        prediction: Prediction,
+        ref: str,
+        manifest: ModelManifest,
+        robustness: RobustnessBlock | None = None,
+    ) -> ModelPrediction:
         return cls(
-            **prediction.model_dump(), ref=ref, architecture=manifest.architecture.architecture
+            **prediction.model_dump(),
+            ref=ref,
+            architecture=manifest.architecture.architecture,
+            robustness=robustness,
         )

@@ -8,6 +8,7 @@ a running job can only be taken over once its holder is gone (dead process or st
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import os
 import socket
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Engine, Update, create_engine, event, func, select, text, update
+from sqlalchemy.engine import URL, CursorResult, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -126,6 +127,18 @@ def make_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _updated(session: Session, statement: Update) -> int:
+    """How many rows ``statement`` changed: the guarded UPDATEs report success through this.
+
+    ``Session.execute`` is typed as returning the general ``Result``; an UPDATE without
+    RETURNING really returns a ``CursorResult``, the only kind that carries ``rowcount``.
+    """
+    result = session.execute(statement)
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"an UPDATE returned {type(result).__name__}, not a CursorResult")
+    return result.rowcount
 
 
 def _pg_args(url: URL) -> dict[str, Any]:
@@ -245,7 +258,8 @@ class JobRepository:
         outlived its caller's deadline went through after all."""
         now = utcnow()
         with self._session() as session, session.begin():
-            changed = session.execute(
+            changed = _updated(
+                session,
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state == JobState.queued, JobRow.attempts == 0)
                 .values(
@@ -254,9 +268,9 @@ class JobRepository:
                     idempotency_key=None,
                     finished_at=now,
                     updated_at=now,
-                )
+                ),
             )
-        return changed.rowcount == 1
+        return changed == 1
 
     def get(self, job_id: str) -> JobView | None:
         with self._session() as session:
@@ -377,12 +391,13 @@ class JobRepository:
             raise ValueError(f"not progress fields: {sorted(unknown)}")
         now = utcnow()
         with self._session() as session, session.begin():
-            result = session.execute(
+            changed = _updated(
+                session,
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state == JobState.running)
-                .values(**values, heartbeat_at=now, updated_at=now)
+                .values(**values, heartbeat_at=now, updated_at=now),
             )
-        return result.rowcount == 1
+        return changed == 1
 
     def finish(
         self,
@@ -405,10 +420,11 @@ class JobRepository:
             values["progress"] = 100.0
             values.setdefault("error", None)  # e.g. a "requeued: ..." note of an earlier attempt
         with self._session() as session, session.begin():
-            changed = session.execute(
-                update(JobRow).where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE)).values(values)
+            changed = _updated(
+                session,
+                update(JobRow).where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE)).values(values),
             )
-        return changed.rowcount == 1
+        return changed == 1
 
     def _fail_row(self, row: JobRow, now: datetime, error: str) -> None:
         row.state, row.error = JobState.failed.value, error
@@ -416,7 +432,9 @@ class JobRepository:
 
     # ---- evaluation shards --------------------------------------------------------------
 
-    def set_shards(self, job_id: str, ranges: list[tuple[int, int]]) -> list[ShardView]:
+    def set_shards(
+        self, job_id: str, ranges: builtins.list[tuple[int, int]]
+    ) -> builtins.list[ShardView]:
         """Create the shard rows once; a redelivered plan gets the existing ones back."""
         with self._session() as session, session.begin():
             row = session.get(JobRow, job_id, with_for_update=True)
@@ -493,16 +511,17 @@ class JobRepository:
     def shard_succeeded(self, job_id: str, index: int) -> tuple[int, int]:
         """Count the shard once (atomically); returns ``(shards done, shards total)``."""
         with self._session() as session, session.begin():
-            changed = session.execute(
+            changed = _updated(
+                session,
                 update(ShardRow)
                 .where(
                     ShardRow.job_id == job_id,
                     ShardRow.index == index,
                     ShardRow.state != JobState.succeeded,
                 )
-                .values(state=JobState.succeeded.value, done=ShardRow.total)
+                .values(state=JobState.succeeded.value, done=ShardRow.total),
             )
-            if changed.rowcount == 1:
+            if changed == 1:
                 session.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id)
@@ -525,7 +544,7 @@ class JobRepository:
 
     # ---- staleness ----------------------------------------------------------------------
 
-    def stale_running(self, older_than: timedelta) -> list[JobView]:
+    def stale_running(self, older_than: timedelta) -> builtins.list[JobView]:
         """Running jobs whose last heartbeat is older than ``older_than``."""
         cutoff = utcnow() - older_than
         with self._session() as session:
@@ -548,35 +567,38 @@ class JobRepository:
         """Running with a stale heartbeat → queued again (shards not yet done too)."""
         now = utcnow()
         with self._session() as session, session.begin():
-            changed = session.execute(
+            changed = _updated(
+                session,
                 update(JobRow)
                 .where(*_running_and_silent_since(job_id, now - older_than))
-                .values(state=JobState.queued.value, error=reason, updated_at=now)
+                .values(state=JobState.queued.value, error=reason, updated_at=now),
             )
-            if changed.rowcount == 1:
+            if changed == 1:
                 session.execute(
                     update(ShardRow)
                     .where(ShardRow.job_id == job_id, ShardRow.state == JobState.running)
                     .values(state=JobState.queued.value)
                 )
-        return changed.rowcount == 1
+        return changed == 1
 
     def fail_stale(self, job_id: str, older_than: timedelta, reason: str) -> bool:
         """Running with a stale heartbeat → failed with ``reason``."""
         now = utcnow()
         with self._session() as session, session.begin():
-            changed = session.execute(
+            changed = _updated(
+                session,
                 update(JobRow)
                 .where(*_running_and_silent_since(job_id, now - older_than))
-                .values(state=JobState.failed.value, error=reason, finished_at=now, updated_at=now)
+                .values(state=JobState.failed.value, error=reason, finished_at=now, updated_at=now),
             )
-        return changed.rowcount == 1
+        return changed == 1
 
     def requeue_stale_shard(self, job_id: str, index: int, older_than: timedelta) -> bool:
         """A running shard with a stale heartbeat → queued again."""
         cutoff = utcnow() - older_than
         with self._session() as session, session.begin():
-            changed = session.execute(
+            changed = _updated(
+                session,
                 update(ShardRow)
                 .where(
                     ShardRow.job_id == job_id,
@@ -584,11 +606,11 @@ class JobRepository:
                     ShardRow.state == JobState.running,
                     func.coalesce(ShardRow.heartbeat_at, cutoff - timedelta(seconds=1)) < cutoff,
                 )
-                .values(state=JobState.queued.value)
+                .values(state=JobState.queued.value),
             )
-        return changed.rowcount == 1
+        return changed == 1
 
-    def waiting_since(self, older_than: timedelta) -> list[JobView]:
+    def waiting_since(self, older_than: timedelta) -> builtins.list[JobView]:
         """Queued jobs not (re)sent or touched for ``older_than``."""
         cutoff = utcnow() - older_than
         with self._session() as session:
@@ -601,17 +623,18 @@ class JobRepository:
         """Mark an active job as just (re)sent: its clocks for the staleness rule restart."""
         now = utcnow()
         with self._session() as session, session.begin():
-            changed = session.execute(
+            changed = _updated(
+                session,
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state.in_(_ACTIVE))
-                .values(updated_at=now, heartbeat_at=func.coalesce(JobRow.heartbeat_at, now))
+                .values(updated_at=now, heartbeat_at=func.coalesce(JobRow.heartbeat_at, now)),
             )
             session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state == JobState.running)
                 .values(heartbeat_at=now)
             )
-        return changed.rowcount == 1
+        return changed == 1
 
 
 def open_job_database(settings: Settings) -> tuple[JobOptions, JobRepository]:

@@ -20,31 +20,16 @@ from typing import Any
 from service.config import Settings
 from service.jobs.bounded import CachedChecks, DeadlineCalls, Outcome
 from service.jobs.dispatch import Dispatcher, make_app
+from service.jobs.errors import EnqueueError, IdempotencyConflict, JobSpecError
 from service.jobs.paths import PathPolicy, PathRefused
 from service.jobs.recovery import sweep_stale
 from service.jobs.repository import open_job_database
 from service.jobs.schemas import JobKind, JobState, JobView
+from training.model_ref import ModelRef
 
 log = logging.getLogger(__name__)
 
 SEND_THREADS = 4  # concurrent sends to the broker; more submissions wait (up to their deadline)
-
-
-class JobSpecError(ValueError):
-    """The submission is well-formed JSON but cannot run (unknown model, bad attack ...): 422."""
-
-
-class IdempotencyConflict(ValueError):
-    """The Idempotency-Key was used before for a different submission: 409."""
-
-
-class EnqueueError(RuntimeError):
-    """The job was recorded but the broker refused it; the job is marked failed: 503."""
-
-    def __init__(self, job: JobView, cause: BaseException) -> None:
-        # the cause names the broker's address: it goes to the log, never into the answer
-        super().__init__("the job queue is unavailable; the job is marked failed")
-        self.job = job
 
 
 class JobRuntime:
@@ -189,7 +174,6 @@ class JobRuntime:
 
     def _manifest(self, ref: str) -> Any:
         """The stored model ``ref`` names (a ``training.store.ModelManifest``), or 422."""
-        from training.model_ref import ModelRef
         from training.store import ModelStore, ModelStoreError
 
         try:
@@ -221,7 +205,7 @@ class JobRuntime:
                 # a send that outlived its deadline went through: a worker holds the job
                 return self.repo.get(job.id) or job, True
             failed = self.repo.get(job.id)
-            raise EnqueueError(failed or job, exc) from exc
+            raise EnqueueError(failed or job) from exc
         return job, True
 
     # ---- queries ------------------------------------------------------------------------
@@ -252,18 +236,19 @@ def _passed(outcome: Outcome) -> bool:
 
 
 def _same_submission(job: JobView, spec: dict[str, Any]) -> bool:
+    """Whether a reused Idempotency-Key comes with the submission it was first used for."""
     if job.kind == JobKind.evaluation:
         # refs were pinned to versions at submission (a later version may exist by now): compare
         # the model names and everything else the caller sent
         def names(s: dict[str, Any]) -> list[str]:
-            return [ref.partition(":")[0] for ref in s.get("models", [])]
+            return [ModelRef.parse(ref).name for ref in s.get("models", [])]
 
         keys = ("dataset", "evaluation", "split", "limit", "shards")
         return names(job.spec) == names(spec) and all(job.spec.get(k) == spec.get(k) for k in keys)
     if job.kind in (JobKind.pacs_study, JobKind.pacs_dimse):  # the model ref was pinned too
 
         def unpinned(s: dict[str, Any]) -> dict[str, Any]:
-            return {**s, "model": str(s.get("model", "")).partition(":")[0]}
+            return {**s, "model": ModelRef.parse(s["model"]).name}
 
         return unpinned(job.spec) == unpinned(spec)
     return job.spec == spec

@@ -9,6 +9,8 @@ those as skipped rather than failed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 from pydicom import Dataset
@@ -27,6 +29,9 @@ from training.predict import prediction_from_probabilities
 from training.preprocess import prepare_image
 from training.store import LoadedModel
 
+if TYPE_CHECKING:
+    from service.pacs.trust import PacsTrust
+
 #: Longest side of the Secondary Capture: a full-resolution radiograph as 8-bit RGB is ~11 MB,
 #: and a heatmap from a 7x7 feature map gains nothing from more pixels than a screen shows.
 MAX_OVERLAY_SIDE = 1024
@@ -39,6 +44,7 @@ def analyze_dataset(
     *,
     check_modality: bool = True,
     max_overlay_side: int = MAX_OVERLAY_SIDE,
+    trust: PacsTrust | None = None,
 ) -> ResultObjects:
     """Classify ``source`` with ``loaded`` and explain the predicted class with ``method``.
 
@@ -48,6 +54,10 @@ def analyze_dataset(
     square input as ``training.explain.explain_image`` draws it, so the Secondary Capture keeps
     the source's aspect ratio and orientation and can be read next to it. The model's
     preprocessing resizes without cropping, so the map covers exactly that image.
+
+    ``trust`` adds the prediction's robustness block (computed on the same prepared pixels the
+    model classified) to the SR and to the returned objects; a block past its deadline is left
+    out, with the reason.
     """
     manifest = loaded.manifest
     if check_modality:
@@ -60,9 +70,12 @@ def analyze_dataset(
     model = ModelIdentity.of(manifest)
     finding = Finding(prediction.top_class, prediction.top_probability, prediction.probabilities)
     shown = overlay(_fit(image, max_overlay_side), explanation.maps[0])
+    robustness, skipped = (None, None) if trust is None else trust.block(loaded, pixels[0])
     return ResultObjects(
-        sr=build_structured_report(source, finding, model),
+        sr=build_structured_report(source, finding, model, robustness=robustness),
         sc=build_secondary_capture(source, shown, model, method=method, layer=cam.layer),
+        robustness=robustness,
+        robustness_skipped=skipped,
     )
 
 

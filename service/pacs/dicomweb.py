@@ -27,10 +27,11 @@ from pydicom import Dataset
 
 from service.pacs.analysis import analyze_dataset
 from service.pacs.results import MANUFACTURER
-from service.pacs.summary import AnalysisSummary, InstanceOutcome, stored_objects
+from service.pacs.summary import AnalysisSummary, InstanceOutcome, analysed
 from training.dicom import DicomInputError
 
 if TYPE_CHECKING:
+    from service.pacs.trust import PacsTrust
     from training.store import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,13 @@ def analyze_study(
     check_modality: bool = True,
     max_instances: int = 500,
     progress: Progress | None = None,
+    trust: PacsTrust | None = None,
+    robustness: str = "none",
 ) -> StudySummary:
     """Query, retrieve, analyse and store back one study; returns what happened to each instance.
+
+    ``trust`` (from :func:`service.pacs.trust.pacs_trust` for the job's ``robustness``) adds
+    each prediction's robustness to its SR.
 
     ``progress(done, total)`` is called after every instance (the job layer uses it for its
     heartbeat and to stop on a cancel request by raising).
@@ -157,11 +163,18 @@ def analyze_study(
     outcomes: list[InstanceOutcome] = []
     for done, attributes in enumerate(instances, start=1):
         outcomes.append(
-            _analyze_instance(client, study_uid, attributes, loaded, method, check_modality)
+            _analyze_instance(client, study_uid, attributes, loaded, method, check_modality, trust)
         )
         if progress is not None:
             progress(done, len(instances))
-    summary = StudySummary.build(manifest, method, outcomes, study_instance_uid=study_uid)
+    summary = StudySummary.build(
+        manifest,
+        method,
+        outcomes,
+        study_instance_uid=study_uid,
+        robustness=robustness,
+        robustness_skipped=None if trust is None else trust.skipped,
+    )
     log.info(
         "study %s: %d instance(s), %d analysed, %d skipped, model %s:%d",
         study_uid,
@@ -181,6 +194,7 @@ def _analyze_instance(
     loaded: LoadedModel,
     method: str,
     check_modality: bool,
+    trust: PacsTrust | None,
 ) -> InstanceOutcome:
     sop_uid, series_uid = str(_value(attributes, SOP_UID)), str(_value(attributes, SERIES_UID))
     outcome = InstanceOutcome(
@@ -198,8 +212,10 @@ def _analyze_instance(
         lambda: client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=AS_STORED),
     )
     try:
-        results = analyze_dataset(source, loaded, method, check_modality=check_modality)
+        results = analyze_dataset(
+            source, loaded, method, check_modality=check_modality, trust=trust
+        )
     except DicomInputError as exc:
         return outcome.model_copy(update={"reason": str(exc)})
     store_results(client, study_uid, [results.sr, results.sc])
-    return outcome.model_copy(update={"status": "analysed", "stored": stored_objects(results)})
+    return analysed(outcome, results)

@@ -36,11 +36,16 @@ from pathlib import Path
 from types import FrameType
 
 from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import _STORAGE_CLASSES, Verification
+
+# pynetdicom 3 creates its SOP class names (``Verification`` among them) with ``globals()`` at
+# import time: the name is real at runtime, but pynetdicom's own type information cannot show it.
+from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
 from service.config import Settings, get_settings
 from service.pacs.results import MANUFACTURER, SOURCE_KEYWORDS, STUDY_KEYWORDS
@@ -134,11 +139,11 @@ class Listener:
         for sop_class in image_storage_classes():
             self.ae.add_supported_context(sop_class, syntaxes)
         self.ae.add_supported_context(Verification)  # C-ECHO: how a PACS admin tests a node
-        self._server = None
+        self._server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
         """Listen in background threads (returns at once)."""
-        handlers = [
+        handlers: list[evt.EventHandlerType] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_CONN_CLOSE, self._on_close),
             (evt.EVT_REJECTED, self._on_rejected),
@@ -235,7 +240,7 @@ class Listener:
             return received
 
 
-def _write_atomically(ds: Dataset, file_meta: Dataset, folder: Path) -> Path:
+def _write_atomically(ds: Dataset, file_meta: FileMetaDataset, folder: Path) -> Path:
     """Write ``ds`` as a Part 10 file named by its SOP Instance UID; never a partial file."""
     ds.file_meta = file_meta
     path = folder / f"{ds.SOPInstanceUID}.dcm"

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from service.pacs.analysis import analyze_dataset
 from service.pacs.dimse import send_datasets
-from service.pacs.summary import AnalysisSummary, InstanceOutcome, stored_objects
+from service.pacs.summary import AnalysisSummary, InstanceOutcome, analysed
 from training.dicom import DicomInputError, read_dicom
 
 if TYPE_CHECKING:
     from service.jobs.requests import DimseRequest
+    from service.pacs.trust import PacsTrust
     from training.store import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,15 @@ def analyze_and_send(
     loaded: LoadedModel,
     timeout_s: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
+    trust: PacsTrust | None = None,
 ) -> RelaySummary:
-    """Analyse every spooled file of ``request`` and C-STORE each image's SR + SC."""
+    """Analyse every spooled file of ``request`` and C-STORE each image's SR + SC.
+
+    ``trust``: the plan for ``request.robustness`` (:func:`service.pacs.trust.pacs_trust`).
+    """
     outcomes = []
     for done, path in enumerate(request.files, start=1):
-        outcomes.append(_relay_one(Path(path), request, loaded, timeout_s))
+        outcomes.append(_relay_one(Path(path), request, loaded, timeout_s, trust))
         if progress is not None:
             progress(done, len(request.files))
     summary = RelaySummary.build(
@@ -51,6 +56,8 @@ def analyze_and_send(
         outcomes,
         source_aet=request.source_aet,
         destination=str(request.destination),
+        robustness=request.robustness,
+        robustness_skipped=None if trust is None else trust.skipped,
     )
     log.info(
         "DIMSE job: %d instance(s) from %s, %d analysed, %d skipped, results to %s",
@@ -64,7 +71,11 @@ def analyze_and_send(
 
 
 def _relay_one(
-    path: Path, request: DimseRequest, loaded: LoadedModel, timeout_s: float
+    path: Path,
+    request: DimseRequest,
+    loaded: LoadedModel,
+    timeout_s: float,
+    trust: PacsTrust | None,
 ) -> InstanceOutcome:
     identity: dict[str, Any] = {"sop_instance_uid": path.stem, "series_instance_uid": ""}
     try:
@@ -74,10 +85,10 @@ def _relay_one(
             "series_instance_uid": str(source.get("SeriesInstanceUID", "")),
             "modality": source.get("Modality"),
         }
-        results = analyze_dataset(source, loaded, request.method)
+        results = analyze_dataset(source, loaded, request.method, trust=trust)
     except DicomInputError as exc:
         return InstanceOutcome(**identity, status="skipped", reason=str(exc))
     send_datasets(
         [results.sr, results.sc], request.destination, request.ae_title, timeout_s=timeout_s
     )
-    return InstanceOutcome(**identity, status="analysed", stored=stored_objects(results))
+    return analysed(InstanceOutcome(**identity, status="skipped"), results)

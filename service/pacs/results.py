@@ -17,6 +17,7 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
@@ -27,6 +28,9 @@ from pydicom.uid import generate_uid
 from training.dicom import DicomInputError, header_value, number_of_frames
 from training.model_ref import ModelIdentity
 
+if TYPE_CHECKING:  # an annotation only: the DIMSE listener imports this module, not Keras
+    from training.trust.answer import CertifiedBound, FlipBound, RobustnessBlock
+
 MANUFACTURER = "medrobust"
 NOT_FOR_DIAGNOSIS = (
     "Research use only. Produced by a machine learning model; not for diagnosis, not reviewed "
@@ -34,6 +38,19 @@ NOT_FOR_DIAGNOSIS = (
 )
 #: The local coding scheme for a model's classes (DICOM reserves designators starting "99").
 CLASS_SCHEME = "99MEDROBUST"
+#: The local coding scheme for the robustness concepts and methods (no standard code names a
+#: "smallest flipping perturbation" or a "certified radius").
+TRUST_SCHEME = "99MRTRUST"
+#: ε and radii are in pixel values on the model's [0, 255] input scale (ε = 2 means 2/255): a
+#: UCUM annotation (UCUM has no unit for it), short enough for a plain Code Value (16 chars;
+#: longer ones go to Long Code Value, which fewer readers know).
+PIXEL_VALUE = hd.sr.CodedConcept(
+    value="{pixel_value}",
+    scheme_designator="UCUM",
+    meaning="pixel value on the 0-255 input scale",
+)
+#: Version of the robustness methods as recorded in the SR's algorithm identification.
+TRUST_METHOD_VERSION = "1"
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 
@@ -84,6 +101,9 @@ class ResultObjects:
 
     sr: Dataset
     sc: Dataset
+    robustness: RobustnessBlock | None = None
+    #: why the robustness asked for is not (all) in the SR, e.g. its deadline passed
+    robustness_skipped: str | None = None
 
 
 def build_structured_report(
@@ -91,6 +111,7 @@ def build_structured_report(
     finding: Finding,
     model: ModelIdentity,
     *,
+    robustness: RobustnessBlock | None = None,
     series_number: int = SR_SERIES_NUMBER,
 ) -> Dataset:
     """A Comprehensive SR (TID 1500 Measurement Report) of ``finding`` about ``source``.
@@ -108,6 +129,10 @@ def build_structured_report(
     and a root comment stating the finding, the model and that this is not for diagnosis (TID
     1500 is extensible). The source's Study/Series/SOP Instance UIDs are also recorded as
     evidence.
+
+    With ``robustness`` (the per-prediction block of :mod:`training.trust.answer`), one more
+    group about the predicted class records it as numeric measurements: see
+    :func:`_robustness_group`.
     """
     header = _source_header(source)
     algorithm = hd.sr.AlgorithmIdentification(
@@ -147,6 +172,8 @@ def build_structured_report(
                 source_images=[reference],
             )
         )
+    if robustness is not None and (robustness.flip or robustness.certified):
+        groups.append(_robustness_group(robustness, finding, model, header, reference))
     observer = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -176,19 +203,158 @@ def build_structured_report(
         content=report[0],
         series_instance_uid=_uid("sr-series", header.SeriesInstanceUID, *_model_parts(model)),
         series_number=series_number,
-        sop_instance_uid=_uid("sr", header.SOPInstanceUID, *_model_parts(model)),
+        sop_instance_uid=_uid(
+            "sr", header.SOPInstanceUID, *_model_parts(model), *_robustness_parts(robustness)
+        ),
         instance_number=_instance_number(source),
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=_series_description("AI finding"),
     )
     _copy_study(header, sr)
-    scheme = Dataset()
-    scheme.CodingSchemeDesignator = CLASS_SCHEME
-    scheme.CodingSchemeName = "medrobust model class names"
-    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
-    sr.CodingSchemeIdentificationSequence = [scheme]
+    schemes = [(CLASS_SCHEME, "medrobust model class names")]
+    if len(groups) > len(finding.probabilities):
+        schemes.append((TRUST_SCHEME, "medrobust robustness concepts and methods"))
+    sr.CodingSchemeIdentificationSequence = [_scheme(*scheme) for scheme in schemes]
     return sr
+
+
+def _robustness_parts(block: RobustnessBlock | None) -> list[str]:
+    """What the SR records beyond the finding, for its UID: an SR with a robustness group is
+    another document than one without (a PACS keeps the first of two objects with one UID), and
+    without one the UID stays what it always was."""
+    if block is None:
+        return []
+    return [*sorted(block.flip or {}), *(["certified"] if block.certified else [])]
+
+
+def _scheme(designator: str, name: str) -> Dataset:
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = designator
+    scheme.CodingSchemeName = name
+    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+    return scheme
+
+
+def _trust_concept(value: str, meaning: str) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(value=value, scheme_designator=TRUST_SCHEME, meaning=meaning)
+
+
+FLIP_LOWER = _trust_concept("flip-lower", "Largest epsilon tried without a flip (empirical)")
+FLIP_UPPER = _trust_concept("flip-upper", "Smallest epsilon with a verified flip")
+FLIP_CLASS = _trust_concept("flip-class", "Class of the flipping image")
+CERTIFIED_RADIUS = _trust_concept("cert-radius", "Certified L2 radius of smoothed classifier")
+CERTIFIED_P_LOWER = _trust_concept("cert-p-lower", "Lower confidence bound of top class")
+SMOOTHED_CLASS = _trust_concept("smoothed-class", "Class of the smoothed classifier")
+ABSTAIN = _trust_concept("abstain", "Abstain")
+NORM_NAMES = {"inf": "L-inf", "2": "L2"}
+
+
+def _robustness_group(
+    block: RobustnessBlock,
+    finding: Finding,
+    model: ModelIdentity,
+    header: Dataset,
+    reference: hd.sr.SourceImageForMeasurementGroup,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """A TID 1501 group about the predicted class: how far its prediction can be pushed.
+
+    Every number is a NUM item with a UCUM unit and a Measurement Method naming how it was
+    found (e.g. "apgd_ce bracket search, L-inf"); each carries its own algorithm
+    identification (TID 4019) whose parameters say what the number depends on (steps and
+    restarts; σ, n0, n, α). The flip bracket's lower end is empirical, not a guarantee (its
+    concept says so); an upper end exists only when a flip was found and verified, so an
+    unverified or missing one is left out rather than written as a number a reader might trust.
+    """
+    measurements: list[hd.sr.Measurement] = []
+    evaluations: list[hd.sr.QualitativeEvaluation] = []
+    index_of = {name: index for index, name in enumerate(finding.probabilities)}
+
+    def class_code(name: str) -> hd.sr.CodedConcept:  # the block names the model's classes
+        return _class_concept(index_of[name], name)
+
+    for bound in (block.flip or {}).values():
+        method, algorithm = _flip_method(bound)
+        values = [(FLIP_LOWER, bound.lower)]
+        if bound.upper is not None and bound.verified:
+            values.append((FLIP_UPPER, bound.upper))
+            if bound.found_class is not None:
+                evaluations.append(
+                    hd.sr.QualitativeEvaluation(
+                        name=FLIP_CLASS, value=class_code(bound.found_class)
+                    )
+                )
+        measurements += [
+            hd.sr.Measurement(
+                name=name, value=value, unit=PIXEL_VALUE, method=method, algorithm_id=algorithm
+            )
+            for name, value in values
+        ]
+    if block.certified is not None:
+        certified = block.certified
+        method, algorithm = _smoothing_method(certified)
+        measurements += [
+            hd.sr.Measurement(
+                name=CERTIFIED_RADIUS,
+                value=certified.radius,
+                unit=PIXEL_VALUE,
+                method=method,
+                algorithm_id=algorithm,
+            ),
+            hd.sr.Measurement(
+                name=CERTIFIED_P_LOWER,
+                value=certified.p_lower,
+                unit=codes.UCUM.NoUnits,
+                method=method,
+                algorithm_id=algorithm,
+            ),
+        ]
+        smoothed = certified.smoothed_class
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                name=SMOOTHED_CLASS,
+                value=ABSTAIN if smoothed not in index_of else class_code(smoothed),
+            )
+        )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=_uid("robustness", header.SOPInstanceUID, *_model_parts(model)),
+            identifier=f"{model.key} robustness of {finding.class_name}",
+        ),
+        finding_type=class_code(finding.class_name),
+        measurements=measurements,
+        qualitative_evaluations=evaluations or None,
+        source_images=[reference],
+    )
+
+
+def _flip_method(bound: FlipBound) -> tuple[hd.sr.CodedConcept, hd.sr.AlgorithmIdentification]:
+    norm = NORM_NAMES[bound.norm]
+    name = f"{bound.attack} bracket search, {norm}"
+    method = _trust_concept(f"flip-{bound.attack}-{bound.norm}"[:16], name)
+    parameters = [f"steps={bound.steps}", f"restarts={bound.restarts}", f"stopped={bound.stopped}"]
+    return method, _trust_algorithm(name, parameters)
+
+
+def _smoothing_method(
+    certified: CertifiedBound,
+) -> tuple[hd.sr.CodedConcept, hd.sr.AlgorithmIdentification]:
+    name = "randomized smoothing (Cohen et al. 2019), L2"
+    parameters = [
+        f"sigma={certified.sigma:g}",
+        f"n0={certified.n0}",
+        f"n={certified.n}",
+        f"alpha={certified.alpha:g}",
+    ]
+    if certified.trained_sigma is not None:
+        parameters.append(f"trained_sigma={certified.trained_sigma:g}")
+    return _trust_concept("rand-smoothing", name), _trust_algorithm(name, parameters)
+
+
+def _trust_algorithm(name: str, parameters: list[str]) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(
+        name=name, version=TRUST_METHOD_VERSION, parameters=parameters, manufacturer=MANUFACTURER
+    )
 
 
 def build_secondary_capture(

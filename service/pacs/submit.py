@@ -16,8 +16,9 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.dicom_node import DicomNode
+from service.jobs.errors import JobSpecError
 from service.jobs.requests import DimseRequest
-from service.jobs.runtime import JobRuntime, JobSpecError
+from service.jobs.runtime import JobRuntime
 
 
 def dimse_request(
@@ -44,6 +45,7 @@ def dimse_request(
             ),
             model=settings.dimse_model,
             method=settings.dimse_explain_method,
+            robustness=settings.dimse_robustness,
         )
     except ValidationError as exc:
         raise JobSpecError(f"bad DIMSE job settings or request: {exc}") from exc

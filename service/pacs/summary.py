@@ -29,6 +29,23 @@ class InstanceOutcome(BaseModel):
     status: Literal["analysed", "skipped"]
     reason: str | None = Field(None, description="why it was skipped")
     stored: list[StoredObject] = Field(default_factory=list)
+    robustness: dict[str, Any] | None = Field(
+        None, description="the robustness block recorded in the SR (as /predict answers it)"
+    )
+    robustness_skipped: str | None = Field(None, description="why the SR lacks the block")
+
+
+def analysed(outcome: InstanceOutcome, results: ResultObjects) -> InstanceOutcome:
+    """``outcome`` (the instance's identity) marked analysed: its stored objects and robustness."""
+    block = results.robustness
+    return outcome.model_copy(
+        update={
+            "status": "analysed",
+            "stored": stored_objects(results),
+            "robustness": None if block is None else block.model_dump(mode="json"),
+            "robustness_skipped": results.robustness_skipped,
+        }
+    )
 
 
 def stored_objects(results: ResultObjects) -> list[StoredObject]:
@@ -49,6 +66,10 @@ class AnalysisSummary(BaseModel):
 
     model: ModelIdentity = Field(description="the model every stored object came from")
     method: str
+    robustness: str = Field("none", description="the robustness asked for each SR")
+    robustness_skipped: str | None = Field(
+        None, description="why part of it is computed for no image (e.g. certify, σ policy)"
+    )
     seen: int
     analysed: int
     skipped: int

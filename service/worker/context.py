@@ -12,7 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
@@ -21,6 +21,10 @@ from service.jobs.dispatch import Dispatcher, settings_of
 from service.jobs.options import JobOptions
 from service.jobs.paths import PathPolicy
 from service.jobs.repository import JobRepository, open_job_database
+from training.model_ref import LATEST
+
+if TYPE_CHECKING:
+    from training.store import LoadedModel, ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +32,19 @@ log = logging.getLogger(__name__)
 class CachedStore:
     """A model store whose ``load`` returns the same loaded model for the same weights.
 
-    Duck-types the ``load(name, selector)`` of ``training.store.ModelStore``, so it can be handed
-    to ``training.robustness.run.evaluate_stored``. The selector is resolved on every call, so an
+    A ``training.store.ModelLoader``, so it can be handed to
+    ``training.robustness.run.evaluate_stored``. The selector is resolved on every call, so an
     alias that moves is followed; the weights are read once per (name, version, sha256).
     """
 
-    def __init__(self, store: Any, capacity: int = 4) -> None:
+    def __init__(self, store: ModelStore, capacity: int = 4) -> None:
         self.store = store
         self.capacity = capacity
-        self._models: OrderedDict[tuple[str, int, str], Any] = OrderedDict()
+        self._models: OrderedDict[tuple[str, int, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many times weights were actually read (for tests and logs)
 
-    def load(self, name: str, selector: str = "latest") -> Any:
+    def load(self, name: str, selector: str = LATEST) -> LoadedModel:
         version = self.store.resolve(name, selector)
         manifest = self.store.manifest(name, str(version))
         key = (name, version, manifest.weights_sha256)
@@ -66,7 +70,7 @@ class WorkerContext:
     options: JobOptions
     paths: PathPolicy  # confines the paths a job spec names; redacts them in job errors
     repo: JobRepository
-    store: Any  # training.store.ModelStore
+    store: ModelStore
     models: CachedStore
     dispatcher: Dispatcher
     pid: int = field(default_factory=os.getpid)

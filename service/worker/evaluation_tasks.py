@@ -4,19 +4,26 @@ The plan sends one shard task per range (on batch boundaries); each shard writes
 a result file, and the shard that completes the set merges them into the report (JSON, markdown,
 PNG). A redelivered shard re-runs unless its result file was already written; a redelivered plan
 after every shard was done just merges.
+
+An evaluation asked for ``trust`` gets one more step in the merge: the trust section
+(:mod:`training.trust.report`) on its own stratified subset, written beside the report as
+``trust.json`` / ``.md`` / PNGs, under a heartbeat like any job run (it can take minutes). A
+model that cannot be certified as asked (trained without noise, no ``noise_sigma``) fails the
+job with the reason.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 from celery import Task
 
 from service.jobs.paths import PathRefused
 from service.jobs.repository import this_holder
-from service.jobs.requests import EvaluationRequest
+from service.jobs.requests import EvaluationRequest, EvaluationTrust
 from service.jobs.schemas import JobState, JobView
 from service.worker.common import (
     Stopped,
@@ -143,15 +150,84 @@ def merge_report(ctx: WorkerContext, job_id: str) -> None:
         error = describe(exc, paths)
         repo.finish(job_id, JobState.failed, error=f"merging the shards failed: {error}")
         return
+    request = _evaluation_request(ctx, job)
+    if request is None:
+        return
+    trust, trust_links = request.trust, {}
+    if trust is not None:
+        written = run_job(
+            ctx,
+            job,
+            f"job {job_id} trust section",
+            lambda heartbeat: _write_trust(ctx, request, trust, folder, heartbeat),
+        )
+        if isinstance(written, Stopped):
+            return
+        files.update({path.name: path for path in written})
+        trust_links = {"trust": f"/jobs/{job_id}/trust", "trust_md": f"/jobs/{job_id}/trust.md"}
     result = {
         "report": f"/jobs/{job_id}/report",
         "report_png": f"/jobs/{job_id}/report.png",
+        **trust_links,
         "files": {name: paths.redact(str(path)) for name, path in files.items()},
         "models": [m.key for m in report.models],
         "n": report.n,
     }
     if repo.finish(job_id, JobState.succeeded, result=result):
         shutil.rmtree(options.job_dir(job_id), ignore_errors=True)
+
+
+def _write_trust(
+    ctx: WorkerContext,
+    request: EvaluationRequest,
+    trust: EvaluationTrust,
+    folder: Path,
+    heartbeat: Heartbeat,
+) -> list[Path]:
+    """The trust section of ``request`` in ``folder`` (as ``medrobust evaluate --trust`` writes
+    it: the same images for every model, the same σ policy); the files written."""
+    import numpy as np
+
+    from training.model_ref import ModelRef
+    from training.pipeline import prepared_arrays
+    from training.robustness.run import evaluation_samples
+    from training.trust import FlipSpec
+    from training.trust.report import evaluate_trust, write
+
+    seed, settings = request.evaluation.seed, ctx.settings
+    loaded = [ctx.models.load(r.name, r.selector) for r in map(ModelRef.parse, request.models)]
+    data, indices = evaluation_samples(request.dataset, request.split, trust.limit, seed)
+    subset = data.subset(indices)
+    report = evaluate_trust(
+        loaded,
+        prepared_arrays(subset, loaded[0].manifest.preprocess),
+        np.asarray(subset.labels),
+        certify_spec=(
+            {
+                "n": trust.n,
+                "n0": trust.n0,
+                "alpha": trust.alpha,
+                "batch_size": settings.trust_batch_size,
+                "seed": seed,
+            }
+            if trust.certify
+            else None
+        ),
+        flip_spec=(
+            FlipSpec(
+                steps=trust.steps,
+                restarts=trust.restarts,
+                max_epsilon=settings.trust_max_epsilon,
+                max_model_calls=settings.trust_max_model_calls,
+                seed=seed,
+            )
+            if trust.flip
+            else None
+        ),
+        noise_sigma=trust.noise_sigma,
+        progress=lambda done, total: heartbeat.check(),  # cooperative cancellation
+    )
+    return write(report, folder / "trust.json")
 
 
 def evaluate(self: Task, job_id: str, busy_checks: int = 0) -> None:

@@ -74,6 +74,7 @@ def _load(ctx: WorkerContext, ref: str) -> Any:
 
 def run_pacs_study(ctx: WorkerContext, job: JobView) -> JobState | None:
     from service.pacs.dicomweb import analyze_study, dicomweb_client
+    from service.pacs.trust import pacs_trust
 
     request: PacsStudyRequest | None = validated_request(ctx, job, PacsStudyRequest)
     if request is None:
@@ -88,14 +89,17 @@ def run_pacs_study(ctx: WorkerContext, job: JobView) -> JobState | None:
         return JobState.failed
 
     def work(progress: Progress) -> dict[str, Any]:
+        loaded = _load(ctx, request.model)
         summary = analyze_study(
             dicomweb_client(url, settings.pacs_timeout_s),
             request.study_uid,
-            _load(ctx, request.model),
+            loaded,
             request.method,
             check_modality=not request.allow_modality_mismatch,
             max_instances=settings.pacs_max_instances,
             progress=progress,
+            trust=pacs_trust(loaded, request.robustness, settings),
+            robustness=request.robustness,
         )
         return {"pacs": request.pacs, **summary.model_dump(mode="json")}
 
@@ -114,18 +118,20 @@ def pacs_study(self: Task, job_id: str, busy_checks: int = 0) -> None:
 
 def run_pacs_dimse(ctx: WorkerContext, job: JobView) -> JobState | None:
     from service.pacs.relay import analyze_and_send
+    from service.pacs.trust import pacs_trust
 
     request: DimseRequest | None = validated_request(ctx, job, DimseRequest)
     if request is None:
         return JobState.failed
-    state = _run(
-        ctx,
-        job,
-        lambda progress: analyze_and_send(
-            request, _load(ctx, request.model), ctx.settings.pacs_timeout_s, progress
-        ).model_dump(mode="json"),
-        "DIMSE",
-    )
+
+    def work(progress: Progress) -> dict[str, Any]:
+        loaded = _load(ctx, request.model)
+        trust = pacs_trust(loaded, request.robustness, ctx.settings)
+        return analyze_and_send(
+            request, loaded, ctx.settings.pacs_timeout_s, progress, trust
+        ).model_dump(mode="json")
+
+    state = _run(ctx, job, work, "DIMSE")
     if state is not None:  # the job ended here: the received instances are no longer needed
         _delete_spooled([Path(path) for path in request.files])
     return state

@@ -7,34 +7,33 @@ import pytest
 
 pytest.importorskip("art")
 
-import tensorflow as tf  # noqa: E402
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent  # noqa: E402
-from art.estimators.classification import TensorFlowV2Classifier  # noqa: E402
-from attack_testkit import (  # noqa: E402
+
+from tests.support.art_reference import art_classifier, onehot  # noqa: E402
+from tests.support.tiny_models import (  # noqa: E402
     NUM_CLASSES,
-    SIZE,
     correct,
     resnet,
     resnet_batch,
     small_cnn,
     synthetic,
 )
-
 from training.attacks import BIM, FGSM, PGDL2, PGDLinf  # noqa: E402
 
 
-def art_classifier(model):
-    return TensorFlowV2Classifier(
-        model,
-        nb_classes=NUM_CLASSES,
-        input_shape=(SIZE, SIZE, 3),
-        loss_object=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
-        clip_values=(0, 255),
-    )
-
-
-def onehot(y):
-    return np.eye(NUM_CLASSES, dtype=np.float32)[y]
+def art_pgd(
+    model, x: np.ndarray, y: np.ndarray, norm: float, epsilon: float, step_size: float, steps: int
+) -> np.ndarray:
+    """ART's PGD (``norm`` ∞ or 2) without random start: its adversarial images of ``(x, y)``."""
+    return ProjectedGradientDescent(
+        art_classifier(model, NUM_CLASSES),
+        norm=norm,
+        eps=epsilon,
+        eps_step=step_size,
+        max_iter=steps,
+        num_random_init=0,
+        verbose=False,
+    ).generate(x, onehot(y, NUM_CLASSES))
 
 
 @pytest.mark.parametrize("targeted", [False, True])
@@ -44,8 +43,8 @@ def test_fgsm_matches_art_fast_gradient_method(targeted):
     labels = (y + 1) % NUM_CLASSES if targeted else y
     ours = FGSM(8, targeted=targeted).generate(model, x, labels)
     reference = FastGradientMethod(
-        art_classifier(model), norm=np.inf, eps=8, targeted=targeted, minimal=False
-    ).generate(x, onehot(labels))
+        art_classifier(model, NUM_CLASSES), norm=np.inf, eps=8, targeted=targeted, minimal=False
+    ).generate(x, onehot(labels, NUM_CLASSES))
     difference = float(np.max(np.abs(ours - reference)))
     print(f"FGSM (targeted={targeted}) max |ours - ART| = {difference:.3g} pixel units")
     assert difference <= 1e-4
@@ -55,15 +54,7 @@ def test_pgd_without_random_start_matches_art_pgd():
     model = resnet()
     x, y = resnet_batch()
     epsilon, step_size, steps = 0.5, 0.125, 5
-    reference = ProjectedGradientDescent(
-        art_classifier(model),
-        norm=np.inf,
-        eps=epsilon,
-        eps_step=step_size,
-        max_iter=steps,
-        num_random_init=0,
-        verbose=False,
-    ).generate(x, onehot(y))
+    reference = art_pgd(model, x, y, np.inf, epsilon, step_size, steps)
     art_correct = correct(model, reference, y)
     clean = correct(model, x, y).mean()
     assert 0 < art_correct.mean() < clean  # a meaningful comparison
@@ -89,15 +80,7 @@ def test_pgd_l2_without_random_start_matches_art_pgd_l2():
     ours = PGDL2(epsilon, step_size=step_size, steps=steps, random_start=False).generate(
         model, x, y
     )
-    reference = ProjectedGradientDescent(
-        art_classifier(model),
-        norm=2,
-        eps=epsilon,
-        eps_step=step_size,
-        max_iter=steps,
-        num_random_init=0,
-        verbose=False,
-    ).generate(x, onehot(y))
+    reference = art_pgd(model, x, y, 2, epsilon, step_size, steps)
     ours_correct, art_correct = correct(model, ours, y), correct(model, reference, y)
     difference = float(np.max(np.abs(ours - reference)))
     print(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from attack_testkit import NUM_CLASSES, small_cnn, synthetic
 
+from tests.support.tiny_models import NUM_CLASSES, small_cnn, synthetic
 from training import gradients
 from training.attacks import BIM, FGSM, MIM, PGDL2, AttackError, PGDLinf, make_attack
 from training.attacks._common import fooled

@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from attack_testkit import small_cnn, synthetic
 
+from tests.support.tiny_models import small_cnn, synthetic
 from training.attacks import (
     BIM,
     FGSM,

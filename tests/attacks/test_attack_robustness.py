@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from attack_testkit import accuracy, small_cnn, synthetic
 
+from tests.support.tiny_models import accuracy, small_cnn, synthetic
 from training.attacks import FGSM, PGDLinf
 
 EPSILONS = (0.0, 8.0, 64.0)

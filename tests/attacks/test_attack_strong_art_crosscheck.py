@@ -1,7 +1,8 @@
 """APGD-CE/-DLR, Square and AutoAttack against ART's implementations, on real HAM10000 images.
 
-A small CNN is trained here on 420 class-balanced HAM10000 training images at 32 px (seconds on
-two cores); both implementations attack the same 140 class-balanced test images at the same ε.
+A small CNN trained on 420 class-balanced HAM10000 training images at 32 px (the ``tiny_ham``
+fixture: seconds on two cores); both implementations attack the same 140 class-balanced test
+images at the same ε.
 
 Tolerance. Both sides are stochastic searches (random starts, random squares) with different
 random streams, so they cannot match image for image; what must match is their strength. Each
@@ -17,89 +18,32 @@ of the correctly classified images.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
-import keras
 import numpy as np
 import pytest
 
 pytest.importorskip("art")
 
-import tensorflow as tf  # noqa: E402
 from art.attacks.evasion import (  # noqa: E402
     AutoProjectedGradientDescent,
     SquareAttack,
 )
-from art.estimators.classification import TensorFlowV2Classifier  # noqa: E402
 
+from tests.support.art_reference import art_classifier, onehot  # noqa: E402
+from tests.support.tiny_models import HAM_CLASSES  # noqa: E402
 from training import gradients  # noqa: E402
 from training.attacks import make_attack  # noqa: E402
-from training.data import load_ham10000  # noqa: E402
-from training.preprocess import read_image  # noqa: E402
 from training.stats import mcnemar_exact_p  # noqa: E402
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
-SIZE, CLASSES = 32, 7
 EPSILON = 4.0  # pixel units; fools about a third of the correctly classified test images
 STEPS, QUERIES = 50, 300
 ALPHA = 0.01
 
 
-def _load(ham, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    images = [
-        cv2.resize(read_image(ham.paths[i]), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-        for i in indices
-    ]
-    return np.stack(images).astype(np.float32), ham.labels[indices]
-
-
-def _balanced(ham, split: str, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    picked = []
-    for k in range(CLASSES):
-        pool = np.flatnonzero((ham.labels == k) & (ham.source_split == split))
-        picked.extend(rng.choice(pool, min(per_class, len(pool)), replace=False))
-    return np.sort(np.array(picked))
-
-
-@pytest.fixture(scope="module")
-def ham_case(data_dir: Path):
-    """(model, test images, labels) on real HAM10000 pixels."""
-    ham = load_ham10000(data_dir / "ham10000_200x150")
-    rng = np.random.default_rng(0)
-    x_train, y_train = _load(ham, _balanced(ham, "train", 60, rng))
-    x_test, y_test = _load(ham, _balanced(ham, "test", 20, rng))
-    keras.utils.set_random_seed(0)
-    pixels = keras.Input((SIZE, SIZE, 3))
-    hidden = keras.layers.Rescaling(1 / 255.0)(pixels)
-    hidden = keras.layers.Conv2D(16, 3, activation="relu")(hidden)
-    hidden = keras.layers.MaxPooling2D()(hidden)
-    hidden = keras.layers.Conv2D(32, 3, activation="relu")(hidden)
-    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
-    model = keras.Model(pixels, keras.layers.Dense(CLASSES)(hidden), name="ham_cnn")
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
-    )
-    model.fit(x_train, y_train, batch_size=32, epochs=60, verbose=0)
-    return model, x_test, y_test
-
-
-def _classifier(model):
-    return TensorFlowV2Classifier(
-        model,
-        nb_classes=CLASSES,
-        input_shape=(SIZE, SIZE, 3),
-        loss_object=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
-        clip_values=(0, 255),
-    )
-
-
 def _art_apgd(model, loss_type: str):
     return AutoProjectedGradientDescent(
-        _classifier(model),
+        art_classifier(model, HAM_CLASSES),
         norm=np.inf,
         eps=EPSILON,
         eps_step=2 * EPSILON,  # η⁽⁰⁾ = 2ε, as in the paper and ours
@@ -112,7 +56,12 @@ def _art_apgd(model, loss_type: str):
 
 def _art_square(model):
     return SquareAttack(
-        _classifier(model), norm=np.inf, eps=EPSILON, max_iter=QUERIES, p_init=0.8, verbose=False
+        art_classifier(model, HAM_CLASSES),
+        norm=np.inf,
+        eps=EPSILON,
+        max_iter=QUERIES,
+        p_init=0.8,
+        verbose=False,
     )
 
 
@@ -138,27 +87,27 @@ def _compare(label: str, model, x, y, ours: np.ndarray, reference: np.ndarray) -
 @pytest.mark.parametrize(
     ("name", "loss_type"), [("apgd_ce", "cross_entropy"), ("apgd_dlr", "difference_logits_ratio")]
 )
-def test_apgd_matches_art_auto_pgd(ham_case, name, loss_type):
-    model, x, y = ham_case
+def test_apgd_matches_art_auto_pgd(tiny_ham, name, loss_type):
+    model, x, y = tiny_ham
     ours = make_attack(name, epsilon=EPSILON, steps=STEPS, seed=0).generate(model, x, y)
     np.random.seed(0)  # ART draws its random start from numpy's global generator
-    reference = _art_apgd(model, loss_type).generate(x, np.eye(CLASSES)[y])
+    reference = _art_apgd(model, loss_type).generate(x, onehot(y, HAM_CLASSES))
     _compare(name, model, x, y, ours, reference)
 
 
-def test_square_matches_art_square(ham_case):
-    model, x, y = ham_case
+def test_square_matches_art_square(tiny_ham):
+    model, x, y = tiny_ham
     ours = make_attack("square", epsilon=EPSILON, queries=QUERIES, seed=0).generate(model, x, y)
     np.random.seed(0)
-    reference = _art_square(model).generate(x, np.eye(CLASSES)[y])
+    reference = _art_square(model).generate(x, onehot(y, HAM_CLASSES))
     _compare("square", model, x, y, ours, reference)
 
 
-def test_autoattack_matches_the_worst_case_of_art_parts(ham_case):
+def test_autoattack_matches_the_worst_case_of_art_parts(tiny_ham):
     """The same three parts on both sides: APGD-CE, APGD-DLR, Square. ART's own ``AutoAttack``
     class imports the ``multiprocess`` package, which this environment lacks, so the reference
     is what that class computes: per image, the first ART part that fools the model."""
-    model, x, y = ham_case
+    model, x, y = tiny_ham
     parts = "apgd_ce,apgd_dlr,square"
     ours = make_attack(
         "autoattack", epsilon=EPSILON, parts=parts, steps=STEPS, queries=QUERIES, seed=0
@@ -171,18 +120,18 @@ def test_autoattack_matches_the_worst_case_of_art_parts(ham_case):
         _art_square(model),
     ):
         np.random.seed(0)
-        x_adv = attack.generate(x, np.eye(CLASSES)[y])
+        x_adv = attack.generate(x, onehot(y, HAM_CLASSES))
         fooled = robust & ~_robust(model, x_adv, y)
         reference[fooled] = x_adv[fooled]
         robust &= ~fooled
     _compare("autoattack", model, x, y, ours, reference)
 
 
-def test_apgd_t_is_at_least_as_strong_as_apgd_dlr_on_real_images(ham_case):
+def test_apgd_t_is_at_least_as_strong_as_apgd_dlr_on_real_images(tiny_ham):
     """APGD-T (no ART counterpart with the paper's targeted DLR) against our APGD-DLR, paired:
     with 6 targets it should fool at least what the untargeted DLR does, up to the same
     McNemar allowance."""
-    model, x, y = ham_case
+    model, x, y = tiny_ham
     targeted = make_attack("apgd_t", epsilon=EPSILON, steps=STEPS, targets=6).generate(model, x, y)
     untargeted = make_attack("apgd_dlr", epsilon=EPSILON, steps=STEPS).generate(model, x, y)
     robust_t, robust_dlr = _robust(model, targeted, y), _robust(model, untargeted, y)

@@ -1,7 +1,8 @@
 """Properties of the strong attacks (APGD-CE/-DLR/-T, Square, AutoAttack) on tiny models.
 
-The random-init ResNet of :mod:`attack_testkit` is easy to fool at small ε, so it tells an attack
-that searches from one that does nothing; the trained CNN (3 classes) checks the targeted path.
+The random-init ResNet of :mod:`tests.support.tiny_models` is easy to fool at small ε, so it
+tells an attack that searches from one that does nothing; the trained CNN (3 classes) checks the
+targeted path.
 """
 
 from __future__ import annotations
@@ -10,8 +11,15 @@ import json
 
 import numpy as np
 import pytest
-from attack_testkit import NUM_CLASSES, correct, resnet, resnet_batch, small_cnn, synthetic
 
+from tests.support.tiny_models import (
+    NUM_CLASSES,
+    correct,
+    resnet,
+    resnet_batch,
+    small_cnn,
+    synthetic,
+)
 from training import gradients
 from training.attacks import APGDCE, APGDDLR, APGDT, AttackError, AutoAttack, Square, make_attack
 from training.attacks.apgd import checkpoints
@@ -173,3 +181,28 @@ def test_registry_names_and_json_safe_params():
         params = make_attack(name, epsilon=2, seed=7).params()
         assert json.loads(json.dumps(params)) == params and params["norm"] == "inf"
     assert make_attack("autoattack", epsilon=2).params()["parts"] == "apgd_ce,apgd_t,square"
+
+
+def test_autoattack_on_a_binary_model_runs_the_parts_whose_loss_is_defined():
+    """APGD-T and APGD-DLR rank three or more logits; with two classes the standard ensemble
+    is APGD-CE → Square, and its result is still the worst case of those two."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    pixels = keras.Input((8, 8, 3))
+    hidden = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255.0)(pixels))
+    model = keras.Model(pixels, keras.layers.Dense(2)(hidden))
+    x = np.random.default_rng(1).uniform(0, 255, (16, 8, 8, 3)).astype(np.float32)
+    y = np.argmax(gradients.logits(model, x), axis=1)
+    attack = AutoAttack(8.0, steps=5, queries=20)
+    assert [part.name for part in attack.components(num_classes=2)] == ["apgd_ce", "square"]
+    assert [part.name for part in attack.components(num_classes=7)] == [
+        "apgd_ce",
+        "apgd_t",
+        "square",
+    ]
+    x_adv = attack.generate(model, x, y)
+    assert np.abs(x_adv - x).max() <= 8.0 + 1e-4
+    parts = [part.generate(model, x, y) for part in attack.components(num_classes=2)]
+    robust_parts = np.logical_and.reduce([correct(model, p, y) for p in parts])
+    assert not (correct(model, x_adv, y) & ~robust_parts).any()

@@ -1,10 +1,10 @@
 """The Keras JAX backend (the GPU machines' only backend) against TensorFlow, on the CPU.
 
 This process builds tiny models and saves them as ``.keras``; two fresh processes load them, one
-on TensorFlow and one on JAX with TensorFlow made unimportable (``backend_subprocess.py``), and
-compute the same logits, input gradients, FGSM/PGD images, Grad-CAM/Grad-CAM++ maps and
-attention maps (``backend_probe.py``). TensorFlow runs twice, with oneDNN's kernels and without,
-each compared with JAX.
+on TensorFlow and one on JAX with TensorFlow made unimportable (``backend_subprocess`` in
+``tests/support/backends/``), and compute the same logits, input gradients, FGSM/PGD images,
+Grad-CAM/Grad-CAM++ maps and attention maps (``backend_probe``). TensorFlow runs twice, with
+oneDNN's kernels and without, each compared with JAX.
 
 They must agree to float32 tolerance, which is not one number: where a softmax saturates, an
 input gradient is ill-conditioned and two correct float32 implementations differ by far more
@@ -21,9 +21,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from backend_probe import MODEL_NAMES
-from backend_subprocess import BackendProcess
 
+from tests.support.backends.backend_probe import MODEL_NAMES
+from tests.support.backends.backend_subprocess import BackendProcess
 from training.models import build_model
 
 pytestmark = [
@@ -34,7 +34,7 @@ pytestmark = [
     ),
 ]
 
-HERE = Path(__file__).parent
+SCRIPTS = Path(__file__).resolve().parents[1] / "support" / "backends"
 SIZE = 64  # 2×2 feature maps: the smallest size where maps and attention softmaxes mean anything
 
 
@@ -60,6 +60,8 @@ UNIT_ROUNDOFF = 2.0**-24  # float32, round to nearest
 # in quadrature: √D·√n·u ≈ 10 · 68 · 6e-8 ≈ 4e-5 per implementation, ≈ 6e-5 between two.
 # Measured between the backends on well-conditioned inputs: 1e-6 to 3e-6.
 SMOOTH_GRADIENT_TOLERANCE = 1e-4
+# A hang guard, not a timing check: four children share the cores, which other work may load.
+CHILD_TIMEOUT_S = 900
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def children(tmp_path_factory) -> tuple[Path, dict[str, BackendProcess]]:
     processes = {
         run: BackendProcess(
             "tensorflow",
-            HERE / "backend_probe.py",
+            SCRIPTS / "backend_probe.py",
             *probe_args,
             str(directory / f"{run}.npz"),
             environment={"TF_ENABLE_ONEDNN_OPTS": onednn},
@@ -84,10 +86,10 @@ def children(tmp_path_factory) -> tuple[Path, dict[str, BackendProcess]]:
         for run, onednn in TF_RUNS.items()
     }
     processes["jax"] = BackendProcess(
-        "jax", HERE / "backend_probe.py", *probe_args, str(directory / "jax.npz")
+        "jax", SCRIPTS / "backend_probe.py", *probe_args, str(directory / "jax.npz")
     )
     processes["training"] = BackendProcess(
-        "jax", HERE / "jax_training.py", str(directory / "training")
+        "jax", SCRIPTS / "jax_training.py", str(directory / "training")
     )
     yield directory, processes
     for process in processes.values():
@@ -101,7 +103,7 @@ def runs(children) -> dict[str, dict[str, np.ndarray]]:
     directory, processes = children
     results = {}
     for run in (*TF_RUNS, "jax"):
-        processes[run].wait()
+        processes[run].wait(timeout=CHILD_TIMEOUT_S)
         with np.load(directory / f"{run}.npz") as saved:
             results[run] = dict(saved)
     with np.load(directory / "inputs.npz") as saved:
@@ -118,7 +120,8 @@ def both_backends(request, runs) -> tuple[dict[str, np.ndarray], dict[str, np.nd
 @pytest.fixture(scope="module")
 def jax_training(children) -> dict:
     """The facts ``jax_training.py`` printed."""
-    return json.loads(children[1]["training"].wait().strip().splitlines()[-1])
+    facts = children[1]["training"].wait(timeout=CHILD_TIMEOUT_S)
+    return json.loads(facts.strip().splitlines()[-1])
 
 
 def _softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -1,16 +1,11 @@
-"""Tiny real models and data for the core tests: 32-px ResNet-50s on a few dozen images."""
+"""Tiny real data for the core tests: a few dozen images for 32-px ResNet-50s."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from training.config import TrainConfig, TrainingSpec
 from training.data.base import LabeledImages
-from training.data.registry import DatasetSpec
-from training.preprocess import PreprocessConfig
-
-TINY = 32
 
 
 @pytest.fixture
@@ -32,12 +27,3 @@ def tiny_images() -> LabeledImages:
 @pytest.fixture
 def tiny_splits() -> dict[str, np.ndarray]:
     return {"train": np.arange(0, 16), "val": np.arange(16, 20), "test": np.arange(20, 24)}
-
-
-def tiny_spec(**train: object) -> TrainingSpec:
-    return TrainingSpec(
-        name="tiny",
-        dataset=DatasetSpec(kind="folders", path="unused"),
-        preprocess=PreprocessConfig(input_size=TINY),
-        train=TrainConfig(**{"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, **train}),
-    )

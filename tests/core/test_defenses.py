@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from tests.support.training_specs import TINY, tiny_spec
 from training import defenses, gradients
 from training.config import ModelOptions, PGDTraining, TradesTraining, TrainConfig
 from training.fit import STATE_FILE, ProgressEvent, train
 from training.models import ArchitectureConfig, build_from_config
 from training.pipeline import prepared_arrays
-
-from .conftest import TINY, tiny_spec
 
 PGD = {"method": "pgd", "epsilon": 4.0, "steps": 2, "fraction": 0.5, "ramp_epochs": 2}
 TRADES = {"method": "trades", "epsilon": 4.0, "steps": 2, "beta": 6.0}

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from tests.support.training_specs import tiny_spec
 from training.fit import STATE_FILE, ProgressEvent, inverse_frequency_weights, train
-
-from .conftest import tiny_spec
 
 pytestmark = pytest.mark.slow
 

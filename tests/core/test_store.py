@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from training.model_ref import REF_PATTERN, ModelIdentity, ModelRef, ModelRefError
+from training.model_ref import REF_PATTERN, ModelIdentity, ModelRef, ModelRefError, defense_of
 from training.models import ArchitectureConfig, build_from_config
 from training.preprocess import PreprocessConfig
 from training.store import IntegrityError, ModelStore, ModelStoreError, sha256_file
@@ -135,3 +135,21 @@ def test_a_stored_models_identity_names_it_and_its_weights(tmp_path, model):
     assert (identity.key, identity.weights_sha256) == ("derm:1", manifest.weights_sha256)
     assert (identity.architecture, identity.attention_variant) == ("attention", "paper")
     assert identity.describe() == f"model derm:1 (weights sha256 {manifest.weights_sha256})"
+
+
+@pytest.mark.parametrize(
+    ("train", "expected"),
+    [
+        ({}, None),
+        ({"noise_sigma": 0.0}, None),
+        ({"noise_sigma": 32.0}, "gaussian-noise σ=32"),
+        ({"adversarial": {"method": "pgd", "epsilon": 2.0, "steps": 3}}, "pgd-at ε=2 steps=3"),
+        (
+            {"adversarial": {"method": "trades", "epsilon": 4.0, "steps": 5, "beta": 6.0}},
+            "trades ε=4 steps=5 β=6",
+        ),
+    ],
+)
+def test_a_models_defense_is_named_from_its_training_spec(train, expected):
+    assert defense_of({"train": train}) == expected
+    assert defense_of(None) is None

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_factory import make_dicom
 from pydicom.data import get_testdata_file
 
+from tests.support.dicom_factory import make_dicom
 from training.config import TrainingSpec
 from training.dicom import DicomAcceptance, ModalityMismatchError, check_acceptance, read_dicom
 from training.store import ModelManifest

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import PATIENT_ID, PATIENT_NAME, make_dataset, make_dicom, to_bytes
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import RLELossless
 
+from tests.support.dicom_factory import PATIENT_ID, PATIENT_NAME, make_dataset, make_dicom, to_bytes
 from training.dicom import (
     CorruptPixelDataError,
     DicomInputError,

@@ -1,4 +1,4 @@
-"""Fixtures for the PACS tests: a real Orthanc per test (see ``orthanc.py``).
+"""Fixtures for the PACS tests: a real Orthanc per test (see ``tests.support.orthanc``).
 
 Tests that need Orthanc, its DICOMweb plugin or dcmtk skip, naming the Debian packages to install
 (``scripts/ensure-pacs-tools.sh`` installs them; ``make test`` runs it first).
@@ -7,15 +7,12 @@ Tests that need Orthanc, its DICOMweb plugin or dcmtk skip, naming the Debian pa
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from orthanc import Modality, Orthanc, missing_tools, running_orthanc
 
-# the job tests' real Celery worker and uvicorn API (tests/service/jobs_fixtures.py) serve here too
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
+from tests.support.orthanc import Modality, Orthanc, missing_tools, running_orthanc
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from orthanc import free_port
 
 from service.pacs.cli import main
+from tests.support.net import free_port
 
 
 def test_submit_to_an_api_that_is_not_running(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from orthanc import Orthanc, free_port
 from pydicom import Dataset, dcmread
 
 from service.pacs.dicomweb import (
@@ -27,6 +26,8 @@ from service.pacs.dicomweb import (
     analyze_study,
     dicomweb_client,
 )
+from tests.support.net import free_port
+from tests.support.orthanc import Orthanc
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 

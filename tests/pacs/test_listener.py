@@ -26,12 +26,13 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from orthanc import Modality, Orthanc, free_port
 from pydicom.data import get_testdata_file
 
 from service.config import Settings
 from service.jobs.repository import JobRepository
 from service.pacs.results import build_secondary_capture
+from tests.support.net import free_port
+from tests.support.orthanc import Modality, Orthanc
 from training.dicom import dicom_to_image
 from training.model_ref import ModelIdentity
 

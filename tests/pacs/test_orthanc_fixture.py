@@ -6,9 +6,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from orthanc import Modality, Orthanc
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+
+from tests.support.orthanc import Modality, Orthanc
 
 pytestmark = pytest.mark.integration
 

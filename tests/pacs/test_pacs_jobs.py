@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -18,14 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from jobs_fixtures import Stack
-from orthanc import Orthanc, free_port, running_orthanc
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 
 from service.config import Settings
+from service.pacs.results import TRUST_SCHEME
 from service.pacs.submit import submit_dimse_job
+from tests.support.jobs_stack import TOKEN, Stack
+from tests.support.net import free_port
+from tests.support.orthanc import Orthanc, running_orthanc
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 
@@ -37,9 +41,10 @@ class PacsStack:
     model: str  # the tiny chest model's ref in the stack's store
     study_uid: str  # pushed into Orthanc with storescu: CR chest + CT + RT plan
 
-    def settings(self) -> Settings:
+    def settings(self, **overrides: Any) -> Settings:
         """What the DIMSE listener beside the stack reads: the same state, store, destination."""
         return Settings(
+            **overrides,
             state_dir=self.stack.root / "state",
             store_dir=self.stack.root / "models",
             dimse_destination_ae=self.orthanc.aet,
@@ -70,6 +75,10 @@ def pacs(
                 }
             ),
             MEDROBUST_PACS_TIMEOUT_S="5",
+            # robustness blocks (test_a_study_job_records_robustness_in_the_sr) kept small: the
+            # tiny model's flip search stops at these limits, whatever it has found by then
+            MEDROBUST_TRUST_MAX_STEPS="3",
+            MEDROBUST_TRUST_MAX_MODEL_CALLS="40",
         )
         try:
             stack.start_worker()
@@ -125,6 +134,66 @@ def test_a_study_job_stores_the_sr_and_sc_in_orthanc(pacs: PacsStack) -> None:
     assert job_id in {j["id"] for j in listed["jobs"]}
 
 
+def _stored_sr(orthanc: Orthanc, study_uid: str, sop_uid: str) -> Dataset:
+    """The SR Orthanc holds under ``sop_uid``, as a dataset (REST ``/instances/{id}/file``)."""
+    (found,) = [
+        i
+        for i in orthanc.study_instances(study_uid)
+        if i["MainDicomTags"]["SOPInstanceUID"] == sop_uid
+    ]
+    response = httpx.get(f"{orthanc.url}/instances/{found['ID']}/file", timeout=30)
+    response.raise_for_status()
+    return dcmread(io.BytesIO(response.content))
+
+
+def _numbers(sr: Dataset) -> dict[str, list[float]]:
+    """Robustness NUM items of an SR: concept code → values, in content order."""
+    numbers: dict[str, list[float]] = {}
+
+    def walk(items: Any) -> None:
+        for item in items:
+            concept = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
+            if item.ValueType == "NUM" and concept.CodingSchemeDesignator == TRUST_SCHEME:
+                value = float(item.MeasuredValueSequence[0].NumericValue)
+                numbers.setdefault(concept.CodeValue, []).append(value)
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return numbers
+
+
+def test_a_study_job_records_robustness_in_the_sr(pacs: PacsStack) -> None:
+    # all = flip + certify; the tiny model was trained without noise, so certify is skipped
+    # with the reason (a job has nobody to answer 422 to) and the flip bracket is recorded
+    body = {
+        "pacs": "orthanc",
+        "study_uid": pacs.study_uid,
+        "model": "chest-tiny",
+        "robustness": "all",
+    }
+    response = submit(pacs, body)
+    assert response.status_code == 202, response.text
+    job = pacs.stack.wait_job(response.json()["job_id"], timeout_s=600)
+
+    assert job["state"] == "succeeded", f"{job}\n{pacs.stack.logs()}"
+    result = job["result"]
+    assert result["robustness"] == "all"
+    assert "trained without Gaussian noise" in result["robustness_skipped"]
+    (cr,) = [i for i in result["instances"] if i["status"] == "analysed"]
+    block = cr["robustness"]
+    assert block["certified"] is None and set(block["flip"]) == {"linf", "l2"}
+    for bound in block["flip"].values():
+        assert bound["steps"] <= 3 and bound["model_calls"] <= 40 + 1  # + the verifying re-run
+
+    (sr_uid,) = [s["sop_instance_uid"] for s in cr["stored"] if s["kind"] == "sr"]
+    numbers = _numbers(_stored_sr(pacs.orthanc, pacs.study_uid, sr_uid))
+    flips = [block["flip"]["linf"], block["flip"]["l2"]]
+    assert numbers["flip-lower"] == pytest.approx([b["lower"] for b in flips])
+    verified = [b["upper"] for b in flips if b["verified"]]
+    assert numbers.get("flip-upper", []) == pytest.approx(verified)
+    assert "cert-radius" not in numbers
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -133,6 +202,7 @@ def test_a_study_job_stores_the_sr_and_sc_in_orthanc(pacs: PacsStack) -> None:
         ({"study_uid": "1.2.abc"}, "study_uid"),
         ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
         ({"method": "lime"}, "method"),
+        ({"robustness": "everything"}, "robustness"),
     ],
 )
 def test_bad_study_submissions_are_refused(
@@ -158,8 +228,6 @@ def test_an_unreachable_pacs_or_unknown_study_fails_the_job_with_the_reason(
 
 
 def test_cli_submit_waits_for_the_job(pacs: PacsStack) -> None:
-    from jobs_fixtures import TOKEN
-
     command = [
         *(sys.executable, "-m", "service.pacs.cli", "submit", "--api", pacs.stack.url),
         *("--token", TOKEN, "--pacs", "orthanc", "--study", pacs.study_uid),
@@ -201,3 +269,27 @@ def test_a_dimse_job_sends_the_results_and_deletes_the_spooled_files(
     assert {s["sop_instance_uid"] for s in result["stored"]} <= held
     assert len(pacs.orthanc.study_instances(study_uid)) == before  # nothing for the CT
     assert not spool.exists()  # patient data does not linger: files and their folder are gone
+
+
+def test_a_dimse_job_records_the_configured_robustness(
+    pacs: PacsStack, data_dir: Path, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    shutil.copy(data_dir / "dicom_samples" / "RG1_UNCR.dcm", spool / "cr.dcm")
+
+    settings = pacs.settings(dimse_robustness="flip")
+    job = pacs.stack.wait_job(submit_dimse_job(settings, [spool / "cr.dcm"]), timeout_s=600)
+
+    assert job["state"] == "succeeded", f"{job}\n{pacs.stack.logs()}"
+    assert job["spec"]["robustness"] == "flip"
+    result = job["result"]
+    assert (result["robustness"], result["robustness_skipped"]) == ("flip", None)
+    (cr,) = result["instances"]
+    assert set(cr["robustness"]["flip"]) == {"linf", "l2"} and cr["robustness"]["certified"] is None
+    (sr_uid,) = [s["sop_instance_uid"] for s in cr["stored"] if s["kind"] == "sr"]
+    study_uid = str(dcmread(spool / "cr.dcm", stop_before_pixels=True).StudyInstanceUID)
+    lower = [b["lower"] for b in cr["robustness"]["flip"].values()]
+    assert _numbers(_stored_sr(pacs.orthanc, study_uid, sr_uid))["flip-lower"] == pytest.approx(
+        lower
+    )

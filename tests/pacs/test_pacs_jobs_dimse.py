@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from orthanc import Orthanc
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from service.pacs.dimse import DicomNode, DimseError, send_datasets
+from tests.support.orthanc import Orthanc
 
 pytestmark = pytest.mark.integration
 

@@ -24,12 +24,14 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
 from service.pacs.results import (
     NOT_FOR_DIAGNOSIS,
+    TRUST_SCHEME,
     Finding,
     build_secondary_capture,
     build_structured_report,
 )
 from training.dicom import DicomInputError
 from training.model_ref import ModelIdentity
+from training.trust.answer import CertifiedBound, FlipBound, RobustnessBlock
 
 MODEL = ModelIdentity(name="chest", version=3, weights_sha256="0123456789abcdef" * 4)
 FINDING = Finding("effusion", 0.625, {"normal": 0.25, "effusion": 0.625, "nodule": 0.125})
@@ -153,6 +155,139 @@ def test_sr_names_the_finding_the_model_and_the_source(source: Dataset, tmp_path
     }
 
 
+def _flip(norm: str, lower: float, upper: float | None, verified: bool = True) -> FlipBound:
+    return FlipBound(
+        norm=norm,
+        lower=lower,
+        upper=upper,
+        clean_class="effusion",
+        found_class=None if upper is None else "normal",
+        adversarial_distance=None if upper is None else upper * 0.96875,
+        verified=verified,
+        attack="apgd_ce" if norm == "inf" else "pgd_l2",
+        steps=20,
+        restarts=1,
+        stopped="converged",
+        model_calls=321,
+        gradient_calls=300,
+    )
+
+
+#: a block as /predict answers it: the L∞ flip found and verified, none in L2 up to its cap,
+#: and a certificate at σ = 12 (values exactly representable, so they read back unchanged)
+ROBUSTNESS = RobustnessBlock(
+    flip={"linf": _flip("inf", 1.5, 1.625), "l2": _flip("2", 4096.0, None)},
+    certified=CertifiedBound(
+        smoothed_class="effusion",
+        radius=6.25,
+        p_lower=0.6875,
+        n0=100,
+        n=1000,
+        alpha=0.001,
+        sigma=12.0,
+        trained_sigma=12.0,
+        model_calls=1100,
+    ),
+)
+
+
+def _robustness_numbers(sr: Dataset) -> dict[tuple[str, str], tuple[float, str]]:
+    """(concept, method code) → (value, unit) of every robustness NUM item."""
+    return {
+        (
+            item.ConceptNameCodeSequence[0].CodeValue,
+            next(
+                sub.ConceptCodeSequence[0].CodeValue
+                for sub in item.ContentSequence
+                if sub.ConceptNameCodeSequence[0].CodeValue == "370129005"  # SCT Method
+            ),
+        ): (
+            float(item.MeasuredValueSequence[0].NumericValue),
+            item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue,
+        )
+        for item in _content_items(sr)
+        if item.ValueType == "NUM"
+        and item.ConceptNameCodeSequence[0].CodingSchemeDesignator == TRUST_SCHEME
+    }
+
+
+def test_sr_with_robustness_passes_dciodvfy(
+    source: Dataset, validator: None, tmp_path: Path
+) -> None:
+    sr = build_structured_report(source, FINDING, MODEL, robustness=ROBUSTNESS)
+    result = dciodvfy(write(sr, tmp_path / "sr.dcm"))
+    assert not result.errors, result.output
+
+
+def test_sr_records_the_robustness_as_measurements(tmp_path: Path) -> None:
+    source = pydicom.dcmread(_pydicom_file("CT_small.dcm"))
+    sr = build_structured_report(source, FINDING, MODEL, robustness=ROBUSTNESS)
+    sr = pydicom.dcmread(write(sr, tmp_path / "sr"))
+
+    pixel = "{pixel_value}"
+    assert _robustness_numbers(sr) == {
+        ("flip-lower", "flip-apgd_ce-inf"): (1.5, pixel),
+        ("flip-upper", "flip-apgd_ce-inf"): (1.625, pixel),
+        ("flip-lower", "flip-pgd_l2-2"): (4096.0, pixel),  # no flip found: no upper end
+        ("cert-radius", "rand-smoothing"): (6.25, pixel),
+        ("cert-p-lower", "rand-smoothing"): (0.6875, "1"),
+    }
+    items = list(_content_items(sr))
+    methods = {
+        item.ConceptCodeSequence[0].CodeMeaning
+        for item in items
+        if item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeValue == "370129005"
+    }
+    assert methods == {
+        "apgd_ce bracket search, L-inf",
+        "pgd_l2 bracket search, L2",
+        "randomized smoothing (Cohen et al. 2019), L2",
+    }
+    texts = {item.TextValue for item in items if item.ValueType == "TEXT"}
+    assert {"sigma=12", "n0=100", "n=1000", "alpha=0.001"} <= texts
+    coded = {
+        item.ConceptNameCodeSequence[0].CodeValue: item.ConceptCodeSequence[0].CodeMeaning
+        for item in items
+        if item.ValueType == "CODE"
+        and item.ConceptNameCodeSequence[0].CodingSchemeDesignator == TRUST_SCHEME
+    }
+    assert coded == {"flip-class": "normal", "smoothed-class": "effusion"}
+    schemes = [s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence]
+    assert TRUST_SCHEME in schemes
+
+
+def test_sr_leaves_out_an_unverified_flip_and_names_abstention(tmp_path: Path) -> None:
+    source = pydicom.dcmread(_pydicom_file("CT_small.dcm"))
+    block = RobustnessBlock(
+        flip={"linf": _flip("inf", 1.5, 1.625, verified=False)},
+        certified=ROBUSTNESS.certified.model_copy(
+            update={"smoothed_class": "abstain", "radius": 0.0}
+        ),
+    )
+    sr = pydicom.dcmread(
+        write(build_structured_report(source, FINDING, MODEL, robustness=block), tmp_path / "sr")
+    )
+    numbers = _robustness_numbers(sr)
+    assert ("flip-upper", "flip-apgd_ce-inf") not in numbers
+    assert numbers[("cert-radius", "rand-smoothing")] == (0.0, "{pixel_value}")
+    smoothed = [
+        item.ConceptCodeSequence[0].CodeValue
+        for item in _content_items(sr)
+        if item.ValueType == "CODE"
+        and item.ConceptNameCodeSequence[0].CodeValue == "smoothed-class"
+    ]
+    assert smoothed == ["abstain"]
+
+
+def test_sr_without_robustness_uses_no_robustness_concept(tmp_path: Path) -> None:
+    source = pydicom.dcmread(_pydicom_file("CT_small.dcm"))
+    sr = pydicom.dcmread(write(build_structured_report(source, FINDING, MODEL), tmp_path / "sr"))
+    assert _robustness_numbers(sr) == {}
+    assert [s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence] == [
+        "99MEDROBUST"
+    ]
+
+
 def test_sc_is_the_overlay_labelled_derived(source: Dataset, tmp_path: Path) -> None:
     rgb = overlay_for(source)
     sc = build_secondary_capture(source, rgb, MODEL, method="gradcam", layer="conv5_block3_out")
@@ -225,6 +360,14 @@ def test_uids_are_deterministic_per_source_and_model() -> None:
     same_series = build_structured_report(sibling, FINDING, MODEL)
     assert same_series.SOPInstanceUID != first.SOPInstanceUID
     assert same_series.SeriesInstanceUID == first.SeriesInstanceUID
+
+    # an SR with the robustness group is another document (a PACS keeps the first of two
+    # objects sharing a UID), in the same series, and just as deterministic
+    robust = build_structured_report(ct, FINDING, MODEL, robustness=ROBUSTNESS)
+    assert robust.SOPInstanceUID != first.SOPInstanceUID
+    assert robust.SeriesInstanceUID == first.SeriesInstanceUID
+    again = build_structured_report(ct, FINDING, MODEL, robustness=ROBUSTNESS)
+    assert again.SOPInstanceUID == robust.SOPInstanceUID
 
     overlay = overlay_for(ct)
     gradcam = build_secondary_capture(ct, overlay, MODEL, method="gradcam")

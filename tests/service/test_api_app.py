@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 
 import pytest
-from api_fixtures import build_store, png_bytes
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.config import Settings
 from service.jobs.bounded import CachedChecks
+from tests.support.api_server import build_store
+from tests.support.images import png_bytes
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ import base64
 
 import httpx
 import pytest
-from api_fixtures import live_server, png_bytes
 
-FIXTURES = (live_server,)  # pytest fixtures from api_fixtures, requested by name
+from tests.support.images import png_bytes
 
 pytestmark = pytest.mark.integration
 

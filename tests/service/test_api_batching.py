@@ -10,11 +10,10 @@ import time
 import httpx
 import numpy as np
 import pytest
-from api_fixtures import MAX_BATCH_SIZE, live_server, png_bytes
 
 from service.api.batching import BatcherClosed, MicroBatcher
-
-FIXTURES = (live_server,)  # pytest fixtures from api_fixtures, requested by name
+from tests.support.api_server import MAX_BATCH_SIZE
+from tests.support.images import png_bytes
 
 
 def _doubling(calls: list[int]):

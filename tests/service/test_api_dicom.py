@@ -15,17 +15,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from api_fixtures import CLASSES, client, live_server, png_bytes
-from dicom_factory import PATIENT_ID, PATIENT_NAME, make_dataset, to_bytes
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian
 
-FIXTURES = (
-    client,
-    live_server,
-)  # pytest fixtures from api_fixtures, requested by name
+from tests.support.api_server import CLASSES
+from tests.support.dicom_factory import PATIENT_ID, PATIENT_NAME, make_dataset, to_bytes
+from tests.support.images import png_bytes
 
 pytestmark = pytest.mark.integration
 

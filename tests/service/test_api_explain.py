@@ -7,12 +7,8 @@ import base64
 import cv2
 import numpy as np
 import pytest
-from api_fixtures import client, live_server, png_bytes
 
-FIXTURES = (
-    client,
-    live_server,
-)  # pytest fixtures from api_fixtures, requested by name
+from tests.support.images import png_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from api_fixtures import client, live_server, png_bytes
 
-FIXTURES = (
-    client,
-    live_server,
-)  # pytest fixtures from api_fixtures, requested by name
+from tests.support.images import png_bytes
 
 pytestmark = pytest.mark.integration
 

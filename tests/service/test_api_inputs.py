@@ -7,25 +7,14 @@ import base64
 import httpx
 import numpy as np
 import pytest
-from api_fixtures import (
-    MAX_UPLOAD_BYTES,
-    client,
-    dicom_bytes,
-    jpeg_bytes,
-    live_server,
-    png_bytes,
-    png_header_only,
-)
 
 from service.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.api.images import check_image, decode_image, jpeg_size, png_size, sniff_format
 from service.config import Settings
+from tests.support.api_server import MAX_UPLOAD_BYTES
+from tests.support.dicom_factory import dicom_bytes
+from tests.support.images import jpeg_bytes, png_bytes, png_header_only
 from training.dicom import CorruptPixelDataError
-
-FIXTURES = (
-    client,
-    live_server,
-)  # pytest fixtures from api_fixtures, requested by name
 
 SETTINGS = Settings(max_upload_bytes=1 << 20, max_image_pixels=10_000)
 

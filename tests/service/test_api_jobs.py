@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from jobs_fixtures import AUTH, TOKEN, make_folder_dataset, training_spec
 
 from service.api.app import create_app
 from service.config import Settings
+from tests.support.images import make_folder_dataset
+from tests.support.jobs_stack import AUTH, TOKEN, training_spec
 
 pytestmark = pytest.mark.integration
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from api_fixtures import client, live_server, png_bytes
 
+from tests.support.images import png_bytes
 from training.store import ModelStore
-
-FIXTURES = (
-    client,
-    live_server,
-)  # pytest fixtures from api_fixtures, requested by name
 
 pytestmark = pytest.mark.integration
 

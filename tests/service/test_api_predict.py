@@ -6,21 +6,11 @@ import base64
 
 import numpy as np
 import pytest
-from api_fixtures import (
-    CLASSES,
-    client,
-    dicom_bytes,
-    jpeg_bytes,
-    live_server,
-    png_bytes,
-)
 
+from tests.support.api_server import CLASSES
+from tests.support.dicom_factory import dicom_bytes
+from tests.support.images import jpeg_bytes, png_bytes
 from training.store import ModelStore
-
-FIXTURES = (
-    client,
-    live_server,
-)  # pytest fixtures from api_fixtures, requested by name
 
 pytestmark = pytest.mark.integration
 

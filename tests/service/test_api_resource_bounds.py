@@ -14,12 +14,13 @@ import time
 import cv2
 import numpy as np
 import pytest
-from api_fixtures import TOKENS, LiveServer, build_store, png_bytes, start_server
 
 from service.api.decoding import DECODE_BYTES_PER_PIXEL, DecodePool
 from service.api.errors import BadRequest, PayloadTooLarge
 from service.api.images import check_image
 from service.config import Settings
+from tests.support.api_server import TOKENS, LiveServer, build_store, start_server
+from tests.support.images import jpeg_claiming, png_bytes
 
 BODY_READ_TIMEOUT_S = 2.0
 # A 48 × 40 image fits (122,880 B estimated), a 64 × 64 one (262,144 B) does not.
@@ -43,17 +44,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     )
     yield live
     live.stop()
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    """A real 64 × 64 JPEG whose frame header claims ``width`` × ``height``, its scan cut to
-    ~3 KB and closed with EOI: decoders pad it grey ("premature end of data segment")."""
-    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    data = bytearray(cv2.imencode(".jpg", pixels)[1].tobytes())
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    scan = data.find(b"\xff\xda")
-    return bytes(data[: scan + 3000]) + b"\xff\xd9"
 
 
 def _post(server: LiveServer, data: bytes):

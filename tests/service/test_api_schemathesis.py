@@ -12,12 +12,11 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from api_fixtures import ALL, live_server
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-FIXTURES = (live_server,)  # pytest fixtures from api_fixtures, requested by name
+from tests.support.api_server import ALL
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import redis
-from api_fixtures import TOKENS, LiveServer, build_store, png_bytes, start_server
-from jobs_fixtures import make_folder_dataset, require_redis, training_spec
-from tcp_faults import SwitchableBroker
+
+from tests.support.api_server import LiveServer, start_job_api
+from tests.support.images import png_bytes
+from tests.support.jobs_stack import require_redis, training_spec
+from tests.support.tcp_faults import SwitchableBroker
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +50,9 @@ def broker() -> Iterator[SwitchableBroker]:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, broker: SwitchableBroker) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("broker-faults")
-    make_folder_dataset(root / "data" / "tiny", per_class=2)
-    server = start_server(
-        build_store(root / "models"),
-        root / "state",
-        root / "uvicorn.log",
-        api_tokens=TOKENS,
-        default_models={"derm": "derm:production"},
-        redis_url=broker.url(REDIS_DB),
-        data_dir=str(root / "data"),
+    server = start_job_api(
+        root,
+        broker.url(REDIS_DB),
         dependency_check_timeout_s=CHECK_TIMEOUT_S,
         dependency_check_cache_s=1.0,
         broker_send_timeout_s=SEND_TIMEOUT_S,

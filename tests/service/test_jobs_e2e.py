@@ -20,12 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from jobs_fixtures import (
+
+from tests.support.images import png_bytes
+from tests.support.jobs_stack import (
     REDIS_URL,
     TERMINAL,
     Stack,
     flush_redis,
-    png_bytes,
     pool_pid,
     start_stack,
     training_spec,
@@ -152,7 +153,7 @@ def test_predict_and_explain_with_the_trained_model(
     stack: Stack, baseline_model: str, killed_job: dict[str, Any]
 ) -> None:
     refs = [baseline_model, killed_job["job"]["result"]["model"]]
-    image = base64.b64encode(png_bytes(3)).decode()
+    image = base64.b64encode(png_bytes(seed=3)).decode()
     with stack.client() as client:
         predicted = client.post("/predict", json={"models": refs, "image_base64": image})
         assert predicted.status_code == 200, predicted.text

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from jobs_fixtures import Stack, start_stack, training_spec
+
+from tests.support.jobs_stack import Stack, start_stack, training_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

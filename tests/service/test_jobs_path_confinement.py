@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from api_fixtures import start_server
-from jobs_fixtures import TOKEN, Stack, make_folder_dataset, training_spec
 
 from service.config import Settings
 from service.jobs.paths import PathPolicy, PathRefused, redact_paths
 from service.jobs.runtime import JobRuntime
 from service.jobs.schemas import JobKind
+from tests.support.api_server import start_server
+from tests.support.images import make_folder_dataset
+from tests.support.jobs_stack import TOKEN, Stack, training_spec
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.integration]
 
@@ -98,42 +99,32 @@ def _weights(path: str) -> dict[str, Any]:
     return _training({"kind": "folders", "path": "tiny"}, model={"weights": path})
 
 
-# (route, body naming an existing file outside the roots, the same naming a missing one)
-def _attacks(root: Path) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
-    outside = root / "outside"
+TRAINING, EVALUATION = "/jobs/training", "/jobs/evaluation"
+Body = Callable[[str], dict[str, Any]]
+
+
+# attack -> (route, body naming a path, an existing file outside the roots, the same but missing)
+def _attacks(root: Path) -> dict[str, tuple[str, Body, str, str]]:
+    out = root / "outside"
     return {
-        "groups_csv /etc/os-release": (
-            "/jobs/training",
-            _medmnist("/etc/os-release"),
-            _medmnist("/etc/no-such-release"),
-        ),
-        "groups_csv outside": (
-            "/jobs/training",
-            _medmnist(str(outside / "os-release")),
-            _medmnist(str(outside / "missing.csv")),
-        ),
-        "..": ("/jobs/training", _folders("../outside/secret-classes"), _folders("../outside/no")),
-        "~": ("/jobs/training", _folders("~"), _folders("~/no-such-folder")),
-        "absolute": ("/jobs/training", _folders(str(outside)), _folders(str(outside / "no"))),
-        "symlink out": (
-            "/jobs/training",
-            _folders("link-out/secret-classes"),
-            _folders("link-out/no"),
-        ),
-        "evaluation outside": (
-            "/jobs/evaluation",
-            _evaluation(str(outside / "secret-classes")),
-            _evaluation(str(outside / "no")),
-        ),
+        "groups_csv /etc/os-release": (TRAINING, _medmnist, "/etc/os-release", "/etc/no-release"),
+        "groups_csv outside": (TRAINING, _medmnist, f"{out}/os-release", f"{out}/missing.csv"),
+        "..": (TRAINING, _folders, "../outside/secret-classes", "../outside/no"),
+        "~": (TRAINING, _folders, "~", "~/no-such-folder"),
+        "absolute": (TRAINING, _folders, str(out), f"{out}/no"),
+        "symlink out": (TRAINING, _folders, "link-out/secret-classes", "link-out/no"),
+        "evaluation outside": (EVALUATION, _evaluation, f"{out}/secret-classes", f"{out}/no"),
         "weights outside": (
-            "/jobs/training",
-            _weights(str(outside / "backbone.weights.h5")),
-            _weights(str(outside / "missing.weights.h5")),
+            TRAINING,
+            _weights,
+            f"{out}/backbone.weights.h5",
+            f"{out}/missing.weights.h5",
         ),
         "weights via ..": (
-            "/jobs/training",
-            _weights("../outside/backbone.weights.h5"),
-            _weights("../outside/missing.weights.h5"),
+            TRAINING,
+            _weights,
+            "../outside/backbone.weights.h5",
+            "../outside/missing.weights.h5",
         ),
     }
 
@@ -143,8 +134,8 @@ def test_paths_outside_the_roots_get_one_422_whether_or_not_they_exist(
 ) -> None:
     with stack.client() as client:
         jobs_before = client.get("/jobs").json()["total"]
-        for attack, (route, existing, missing) in _attacks(root).items():
-            answers = [client.post(route, json=body) for body in (existing, missing)]
+        for attack, (route, body, existing, missing) in _attacks(root).items():
+            answers = [client.post(route, json=body(path)) for path in (existing, missing)]
             statuses = [a.status_code for a in answers]
             assert statuses == [422, 422], (attack, [a.text for a in answers])
             assert answers[0].content == answers[1].content, attack  # no existence oracle
@@ -250,14 +241,8 @@ def test_malformed_alias_update_is_401_without_a_valid_token(stack: Stack) -> No
     assert answer.status_code == 401, answer.text
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # nothing listens once the socket is closed
-
-
 def test_a_503_names_no_broker_address(tmp_path: Path) -> None:
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     make_folder_dataset(tmp_path / "data" / "tiny", per_class=2)
     server = start_server(
         tmp_path / "models",

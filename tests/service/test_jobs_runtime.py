@@ -11,7 +11,8 @@ import pytest
 
 from service.config import Settings
 from service.jobs.dispatch import EVALUATE_SHARD_TASK, TRAIN_TASK
-from service.jobs.runtime import EnqueueError, JobRuntime
+from service.jobs.errors import EnqueueError
+from service.jobs.runtime import JobRuntime
 from service.jobs.schemas import JobKind, JobState
 from service.worker.celery_app import make_celery
 from service.worker.context import CachedStore
@@ -119,8 +120,8 @@ def test_cached_store_loads_each_version_once() -> None:
 def test_submissions_that_cannot_run_are_refused_before_they_are_recorded(
     runtime: JobRuntime, tmp_path: Path
 ) -> None:
+    from service.jobs.errors import JobSpecError
     from service.jobs.requests import EvaluationRequest
-    from service.jobs.runtime import JobSpecError
     from training.config import TrainingSpec
 
     def training(path: str) -> TrainingSpec:

@@ -1,4 +1,5 @@
-"""What the light processes load: job submission and the DIMSE listener stay off the ML stack.
+"""What the light processes load: job submission and the DIMSE listener stay off the ML stack,
+and the API's image routes off the job queue.
 
 Each check runs in a fresh interpreter (the test process itself has long imported everything)
 and reads ``sys.modules`` there. Submitting a job needs the job database and the broker, not
@@ -14,15 +15,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ("keras", "tensorflow", "pynetdicom", "service.worker")
+QUEUE = ("celery", "kombu")  # Celery and its broker client
 
 
-def loaded_after(code: str) -> set[str]:
-    """Which of ``NAMES`` are in ``sys.modules`` after running ``code``."""
+def loaded_after(code: str, names: tuple[str, ...] = NAMES) -> set[str]:
+    """Which of ``names`` are in ``sys.modules`` after running ``code``."""
     probe = (
         f"import json, sys\n{code}\n"
-        f"print(json.dumps(sorted(n for n in {NAMES!r} if n in sys.modules)))\n"
+        f"print(json.dumps(sorted(n for n in {names!r} if n in sys.modules)))\n"
     )
     # the settings come from the probe, not from whatever the developer's shell exports
     env = {
@@ -69,7 +73,7 @@ def test_a_dimse_submission_loads_no_ml_stack(tmp_path: Path) -> None:
     code = (
         "from pathlib import Path\n"
         "from service.config import Settings\n"
-        "from service.jobs.runtime import JobSpecError\n"
+        "from service.jobs.errors import JobSpecError\n"
         "from service.pacs.submit import submit_dimse_job\n"
         f"root = Path({str(tmp_path)!r})\n"
         "settings = Settings(state_dir=root / 'state', store_dir=root / 'models',\n"
@@ -82,3 +86,10 @@ def test_a_dimse_submission_loads_no_ml_stack(tmp_path: Path) -> None:
         "    raise SystemExit('a submission naming a missing model was accepted')\n"
     )
     assert loaded_after(code) == set()
+
+
+@pytest.mark.parametrize("module", ["service.api.images", "service.api.upload"])
+def test_the_image_route_helpers_load_no_job_queue(module: str) -> None:
+    # they import the API's error mapper, which names the job-submission errors: those live
+    # apart from the job runtime, so mapping them needs no Celery
+    assert loaded_after(f"import {module}", QUEUE) == set()

@@ -1,4 +1,4 @@
-"""training.trust on real HAM10000 images (32 px) with tiny CNNs trained here (trust_testkit).
+"""training.trust on real HAM10000 images (32 px) with tiny CNNs (tests.support.tiny_models).
 
 Randomized smoothing is cross-checked against ART's ``TensorFlowV2RandomizedSmoothing`` on the
 same model and σ. ART adds its noise in the estimator's input units; with no ART preprocessing
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import norm as gaussian
-from trust_testkit import HAM_CLASSES, SIZE, ham_case
 
+from tests.support.tiny_models import HAM_CLASSES, SIZE, ham_case
 from training import gradients
 from training.attacks import make_attack
 from training.stats import mcnemar_exact_p

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from trust_testkit import synthetic, synthetic_cnn
 
+from tests.support.tiny_models import small_cnn, synthetic
 from training import gradients
 from training.store import ModelManifest
 from training.trust import (
@@ -113,7 +113,7 @@ class _Spy:
     ("norm", "attack", "restarts"), [("inf", "apgd_ce", 1), ("inf", "pgd", 2), ("2", "pgd_l2", 1)]
 )
 def test_reported_model_calls_are_the_calls_made(monkeypatch, norm, attack, restarts):
-    model = synthetic_cnn()
+    model = small_cnn()
     x, _ = synthetic(2, seed=5)
     spy = _Spy(monkeypatch)
     spec = FlipSpec(norm=norm, attack=attack, steps=5, restarts=restarts)
@@ -124,7 +124,7 @@ def test_reported_model_calls_are_the_calls_made(monkeypatch, norm, attack, rest
 
 
 def test_flip_search_is_deterministic_and_verified():
-    model = synthetic_cnn()
+    model = small_cnn()
     x, _ = synthetic(2, seed=5)
     first, again = smallest_flip(model, x[1]), smallest_flip(model, x[1])
     assert first.report == again.report
@@ -136,7 +136,7 @@ def test_flip_search_is_deterministic_and_verified():
 
 
 def test_model_call_budget_ends_the_search_with_a_valid_bracket():
-    model = synthetic_cnn()
+    model = small_cnn()
     x, _ = synthetic(1, seed=5)
     spec = FlipSpec(steps=10, max_model_calls=40)  # room for the clean pass and 3 runs of 12
     report = smallest_flip(model, x[0], spec).report
@@ -146,7 +146,7 @@ def test_model_call_budget_ends_the_search_with_a_valid_bracket():
 
 
 def test_a_spent_deadline_raises_a_timeout_for_both_computations():
-    model = synthetic_cnn()
+    model = small_cnn()
     x, _ = synthetic(1, seed=5)
     with pytest.raises(TrustDeadlineExceeded) as raised:
         smallest_flip(model, x[0], FlipSpec(deadline_s=1e-9))
@@ -164,7 +164,7 @@ def test_clopper_pearson_bound_matches_statsmodels():
 
 
 def test_certify_and_predict_are_seeded_and_consistent():
-    model = synthetic_cnn()
+    model = small_cnn()
     x, _ = synthetic(1, seed=5)
     spec = SmoothingSpec(sigma=16.0, n0=20, n=200, batch_size=64)
     first, again = certify(model, x[0], spec), certify(model, x[0], spec)
@@ -200,7 +200,7 @@ def test_noise_is_gaussian_and_not_clipped_to_the_pixel_range():
     """A white image: clipped noise could only darken it; unclipped, half the values exceed 255
     and the noise has mean 0 and standard deviation σ (within 6 standard errors)."""
     white = np.full((32, 32, 3), 255.0, np.float32)
-    noise = _noisy_inputs(synthetic_cnn(), white, SmoothingSpec(sigma=8.0, n0=4, n=4)) - 255.0
+    noise = _noisy_inputs(small_cnn(), white, SmoothingSpec(sigma=8.0, n0=4, n=4)) - 255.0
     assert noise.max() > 0
     assert abs(noise.mean()) < 6 * 8.0 / np.sqrt(noise.size)
     assert abs(noise.std() / 8.0 - 1) < 6 / np.sqrt(2 * noise.size)
@@ -241,7 +241,7 @@ def test_certified_accuracy_counts_correct_and_certified_at_each_radius():
 
 
 def test_flip_distribution_over_correct_images_with_unflipped_as_beyond():
-    model = synthetic_cnn()
+    model = small_cnn()
     x, y = synthetic(6, seed=7)
     reports = [smallest_flip(model, image, FlipSpec(steps=5, precision=0.3)).report for image in x]
     grid = [0.5, 2.0, 8.0, 32.0, 64.0]

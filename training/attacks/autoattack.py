@@ -31,6 +31,8 @@ from training.attacks.square import Square
 
 PARTS = ("apgd_ce", "apgd_dlr", "apgd_t", "square")
 STANDARD = "apgd_ce,apgd_t,square"
+#: the DLR losses rank logits: they need this many classes (a binary model has no third logit)
+MIN_CLASSES = {"apgd_dlr": 3, "apgd_t": 4}
 
 
 class _Shared(TypedDict):
@@ -78,8 +80,10 @@ class AutoAttack(Attack):
         self.targets = check_count(self.name, "targets", targets)
         self.queries = check_count(self.name, "queries", queries)
 
-    def components(self) -> list[Attack]:
-        """The parts, in order, as configured attacks."""
+    def components(self, num_classes: int | None = None) -> list[Attack]:
+        """The parts, in order, as configured attacks; with ``num_classes``, only those whose
+        loss is defined for that many classes: on a binary task APGD-T and APGD-DLR drop out
+        and the standard ensemble is APGD-CE → Square."""
         common: _Shared = {
             "epsilon": self.epsilon,
             "clip_min": self.clip_min,
@@ -92,7 +96,12 @@ class AutoAttack(Attack):
             "apgd_t": lambda: APGDT(steps=self.steps, targets=self.targets, **common),
             "square": lambda: Square(queries=self.queries, **common),
         }
-        return [made[name]() for name in self.parts.split(",")]
+        names = [
+            name
+            for name in self.parts.split(",")
+            if num_classes is None or num_classes >= MIN_CLASSES.get(name, 2)
+        ]
+        return [made[name]() for name in names]
 
     def _perturb(
         self, model: keras.Model, x: np.ndarray, onehot: np.ndarray, sample_ids: np.ndarray
@@ -100,7 +109,7 @@ class AutoAttack(Attack):
         labels = np.argmax(onehot, axis=1)
         result = x.copy()
         robust = np.argmax(gradients.logits(model, x), axis=1) == labels
-        for position, part in enumerate(self.components()):
+        for position, part in enumerate(self.components(onehot.shape[1])):
             index = np.flatnonzero(robust)
             if len(index) == 0:
                 break

@@ -60,12 +60,15 @@ def explain_image(
     class_index: int | None = None,
     attack: Attack | None = None,
     alpha: float = 0.4,
+    adversarial: np.ndarray | None = None,
 ) -> ImageExplanation:
     """Explain ``image`` (decoded, any size) with ``method`` at the model's last conv block.
 
     The class explained is ``class_index`` or the clean prediction; the adversarial map (if an
     attack is given, untargeted against that class) explains the same class, so the comparison
-    shows where the evidence moved rather than a different question.
+    shows where the evidence moved rather than a different question. ``adversarial``: an
+    adversarial copy of the *prepared* image found elsewhere (e.g. the smallest flip of
+    :mod:`training.trust`), explained instead of running ``attack``.
     """
     manifest = loaded.manifest
     pixels = prepare_image(image, manifest.preprocess)[None]
@@ -88,10 +91,12 @@ def explain_image(
         class_explained=manifest.class_names[target],
         overlays=overlays,
     )
-    if attack is None:
+    if adversarial is not None:
+        adversarial = np.asarray(adversarial, np.float32).reshape(pixels.shape)
+    elif attack is not None:
+        adversarial = attack.generate(loaded.model, pixels, np.array([target]))
+    else:
         return result
-
-    adversarial = attack.generate(loaded.model, pixels, np.array([target]))
     attacked = cam.explain(loaded.model, adversarial, target)
     overlays["adversarial_image"] = png_bytes(np.clip(adversarial[0], 0, 255).astype(np.uint8))
     overlays[f"{method}_adversarial"] = png_bytes(
@@ -108,5 +113,5 @@ def explain_image(
         overlays=overlays,
         adversarial_prediction=prediction_from_probabilities(manifest, attacked.probabilities[0]),
         comparison=compare_maps(clean.maps, attacked.maps)[0],
-        attack=attack.params(),
+        attack=attack.params() if attack is not None else None,
     )

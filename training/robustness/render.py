@@ -28,6 +28,13 @@ def markdown_table(report: RobustnessReport) -> str:
     lines = [
         f"Robustness on n={report.n} images; {report.pixel_space}.",
         "",
+        *(
+            f"- {m.key}: {m.architecture or 'unknown'}"
+            f"{f' ({m.attention_variant})' if m.attention_variant else ''}, "
+            f"defense: {m.defense or 'none'}, weights sha256 {m.weights_sha256[:12]}…"
+            for m in report.models
+        ),
+        "",
         "| model | attack | ε | clean acc % | robust acc % [95% CI] | attack success % "
         "| mean L∞ | mean L2 |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

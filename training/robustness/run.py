@@ -19,7 +19,7 @@ from training.pipeline import prepared_arrays
 from training.robustness.report import build_report
 from training.robustness.results import AdversarialOutcomes, RobustnessReport, ShardResult
 from training.robustness.spec import EvaluationSpec
-from training.store import ModelStore
+from training.store import ModelLoader
 
 ProgressCallback = Callable[[int, int], None]  # (units done, units total)
 
@@ -153,7 +153,7 @@ def evaluation_samples(
 
 
 def evaluate_stored(
-    store: ModelStore,
+    store: ModelLoader,
     model_refs: Sequence[str],
     dataset: DatasetSpec,
     spec: EvaluationSpec,

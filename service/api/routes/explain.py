@@ -29,15 +29,24 @@ from service.api.params import (
     image_request_body,
 )
 from service.api.schemas import ImageInfo, ModelPrediction
+from service.api.trust import (
+    TRUST_FORM_FIELDS,
+    TrustParams,
+    TrustPoolDep,
+    check_limits,
+    plan_for,
+)
 from service.api.upload import parse_image_request
 from training.attacks import Attack, available_attacks, make_attack
 from training.explain.compare import MapComparison
 from training.explain.image import ImageExplanation, explain_image
+from training.preprocess import prepare_image
+from training.trust.answer import RobustnessBlock, TrustAnswer, wants
 
 router = APIRouter(tags=["inference"])
 
 
-class ExplainParams(ImageParams):
+class ExplainParams(ImageParams, TrustParams):
     """Form fields (multipart) or JSON members besides the image."""
 
     method: Literal["gradcam", "gradcam++"] = "gradcam"
@@ -92,6 +101,9 @@ class Explanation(BaseModel):
     adversarial_prediction: ModelPrediction | None = None
     comparison: MapComparison | None = None
     attack: dict[str, Any] | None = None
+    robustness: RobustnessBlock | None = Field(
+        None, description="with robustness=flip the adversarial overlays show the L∞ smallest flip"
+    )
 
 
 class ExplainResponse(BaseModel):
@@ -108,6 +120,7 @@ FORM_FIELDS = {
     "epsilon": {"type": "number"},
     "steps": {"type": "integer", "minimum": 1, "maximum": 100},
     **IMAGE_FORM_FIELDS,
+    **TRUST_FORM_FIELDS,
 }
 
 
@@ -152,7 +165,9 @@ def wants_png(format_: str | None, accept: str) -> bool:
     return "image/png" in accepted and "application/json" not in accepted
 
 
-def _explanation(ref: str, served: ServedModel, result: ImageExplanation) -> Explanation:
+def _explanation(
+    ref: str, served: ServedModel, result: ImageExplanation, trust: TrustAnswer | None
+) -> Explanation:
     manifest = served.manifest
     adversarial = result.adversarial_prediction
     return Explanation(
@@ -170,6 +185,7 @@ def _explanation(ref: str, served: ServedModel, result: ImageExplanation) -> Exp
         ),
         comparison=result.comparison,
         attack=result.attack,
+        robustness=None if trust is None else trust.block,
     )
 
 
@@ -192,6 +208,7 @@ async def explain(
     settings: SettingsDep,
     registry: RegistryDep,
     decoder: DecodePoolDep,
+    trust: TrustPoolDep,
     format: Annotated[
         Literal["json", "png"] | None,
         Query(description="png: one image/png panel (one model only); default JSON"),
@@ -202,8 +219,16 @@ async def explain(
     The JSON answer carries base64 PNG overlays; `?format=png` or `Accept: image/png` returns
     the overlays side by side as one PNG, with the model named in `X-Model*` headers.
     DICOM input is handled as by `/predict` (`allow_modality_mismatch`, `multiframe`).
+    `robustness` adds the block as on `/predict`; with flip (or all) the adversarial overlays
+    (and the PNG panel) show the image that flips the prediction at the smallest L∞ ε found.
     """
     upload, params = await parse_image_request(request, settings, ExplainParams)
+    check_limits(params, settings)
+    if wants(params.robustness)[0] and params.attack is not None:
+        raise Unprocessable(
+            "robustness=flip explains the smallest flip: drop 'attack', or ask "
+            "for robustness=certify"
+        )
     png = wants_png(format, request.headers.get("accept", ""))
     refs = selected_refs(params, settings)
     if png and len(refs) != 1:
@@ -213,15 +238,31 @@ async def explain(
     classes = [class_index(model, params.class_) for model in served]
     accepts = [(s.ref, s.manifest.accepts) for s in served]
     check_accepted(upload, accepts, params.allow_modality_mismatch)
+    plans = [plan_for(model.loaded, params, settings) for model in served]
+    deadline = trust.deadline(params)
     image = await decoder.run(decode_cost(upload), decode_image, upload, params.multiframe)
-    results = []
-    for model, index in zip(served, classes, strict=True):
+    results, answers = [], []
+    for model, index, plan in zip(served, classes, plans, strict=True):
+        answer = None
+        if plan is not None:
+            pixels = await decoder.run(
+                decode_cost(upload), prepare_image, image, model.manifest.preprocess
+            )
+            answer = await trust.answer(model.loaded, pixels, plan, deadline)
+        adversarial = None if answer is None else answer.adversarial
         async with registry.explain_slots:
             result = await asyncio.to_thread(
-                explain_image, model.loaded, image, params.method, index, attack
+                explain_image,
+                model.loaded,
+                image,
+                params.method,
+                index,
+                attack,
+                adversarial=adversarial,
             )
         registry.metrics.explanations.labels(model.ref).inc()
         results.append(result)
+        answers.append(answer)
     if png:
         manifest, result = served[0].manifest, results[0]
         headers = {
@@ -237,7 +278,7 @@ async def explain(
     return ExplainResponse(
         image=ImageInfo.of(upload),
         explanations=[
-            _explanation(ref, model, result)
-            for ref, model, result in zip(refs, served, results, strict=True)
+            _explanation(ref, model, result, answer)
+            for ref, model, result, answer in zip(refs, served, results, answers, strict=True)
         ],
     )

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service.api.auth import JobsCaller, authenticated_route
-from service.api.deps import JobsDep
-from service.api.errors import Conflict, ErrorResponse, NotFound
-from service.jobs.requests import EvaluationRequest, PacsStudyRequest
+from service.api.deps import JobsDep, SettingsDep
+from service.api.errors import Conflict, ErrorResponse, NotFound, Unprocessable
+from service.config import Settings
+from service.jobs.requests import EvaluationRequest, EvaluationTrust, PacsStudyRequest
 from service.jobs.runtime import JobRuntime
 from service.jobs.schemas import JobKind, JobList, JobState, JobView, SubmittedJob
 from training.config import TrainingSpec
@@ -90,10 +91,29 @@ def submit_training(
 def submit_evaluation(
     body: EvaluationRequest,
     jobs: JobsDep,
+    settings: SettingsDep,
     _: JobsCaller,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    """With ``trust``, the job also writes a trust section (``GET /jobs/{id}/trust``); its n,
+    n0, steps and restarts are held to the same ``trust_*`` limits as ``/predict`` (422)."""
+    if body.trust is not None:
+        _check_trust_limits(body.trust, settings)
     return _submitted(*jobs.submit_evaluation(body, idempotency_key))
+
+
+def _check_trust_limits(trust: EvaluationTrust, settings: Settings) -> None:
+    limits = (
+        (trust.certify, trust.n, settings.trust_max_n, "n", "trust_max_n"),
+        (trust.certify, trust.n0, settings.trust_max_n0, "n0", "trust_max_n0"),
+        (trust.flip, trust.steps, settings.trust_max_steps, "steps", "trust_max_steps"),
+        (trust.flip, trust.restarts, settings.trust_max_restarts, "restarts", "trust_max_restarts"),
+    )
+    for asked, value, limit, field, setting in limits:
+        if asked and value > limit:
+            raise Unprocessable(
+                f"trust.{field} {value} is over this server's limit of {limit} ({setting})"
+            )
 
 
 @router.post(
@@ -166,6 +186,8 @@ REPORT_RESPONSES: dict[int | str, dict] = {
 
 def _report(runtime: JobRuntime, job_id: str, name: str, media_type: str) -> FileResponse:
     job = _job(runtime, job_id)
+    if name.startswith("trust") and not (job.spec or {}).get("trust"):
+        raise NotFound(f"job {job_id} has no trust section: submit the evaluation with trust")
     if job.kind != JobKind.evaluation:
         raise NotFound(f"job {job_id} is a {job.kind.value} job; only evaluations have reports")
     if job.state != JobState.succeeded:
@@ -206,3 +228,43 @@ def get_report_png(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
 )
 def get_report_markdown(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
     return _report(jobs, job_id, "report.md", "text/markdown; charset=utf-8")
+
+
+@router.get(
+    "/{job_id}/trust",
+    responses={**REPORT_RESPONSES, 200: {"content": {"application/json": {}}}},
+    response_class=Response,
+    summary="The evaluation's trust section (JSON: a versioned TrustReport)",
+)
+def get_trust(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
+    return _report(jobs, job_id, "trust.json", "application/json")
+
+
+@router.get(
+    "/{job_id}/trust.md",
+    responses={**REPORT_RESPONSES, 200: {"content": {"text/markdown": {}}}},
+    response_class=Response,
+    summary="The trust section as a markdown table",
+)
+def get_trust_markdown(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
+    return _report(jobs, job_id, "trust.md", "text/markdown; charset=utf-8")
+
+
+@router.get(
+    "/{job_id}/trust/certified.png",
+    responses={**REPORT_RESPONSES, 200: {"content": {"image/png": {}}}},
+    response_class=Response,
+    summary="Certified accuracy vs L2 radius, every model (PNG; with trust.certify)",
+)
+def get_trust_certified_png(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
+    return _report(jobs, job_id, "trust_certified.png", "image/png")
+
+
+@router.get(
+    "/{job_id}/trust/flip.png",
+    responses={**REPORT_RESPONSES, 200: {"content": {"image/png": {}}}},
+    response_class=Response,
+    summary="Fraction of images flipped below each L∞ ε, every model (PNG; with trust.flip)",
+)
+def get_trust_flip_png(job_id: str, jobs: JobsDep, _: JobsCaller) -> FileResponse:
+    return _report(jobs, job_id, "trust_flip.png", "image/png")

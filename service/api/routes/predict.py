@@ -20,13 +20,20 @@ from service.api.params import (
     image_request_body,
 )
 from service.api.schemas import ImageInfo, ModelPrediction
+from service.api.trust import (
+    TRUST_FORM_FIELDS,
+    TrustParams,
+    TrustPoolDep,
+    check_limits,
+    plan_for,
+)
 from service.api.upload import parse_image_request
 from training.predict import prediction_from_probabilities
 
 router = APIRouter(tags=["inference"])
 
 
-class PredictParams(ImageParams):
+class PredictParams(ImageParams, TrustParams):
     """Form fields (multipart) or JSON members besides the image."""
 
 
@@ -55,6 +62,7 @@ FORM_FIELDS = {
     },
     "task": {"type": "string", "description": "use the task's default model"},
     **IMAGE_FORM_FIELDS,
+    **TRUST_FORM_FIELDS,
 }
 
 
@@ -71,6 +79,7 @@ async def predict(
     settings: SettingsDep,
     registry: RegistryDep,
     decoder: DecodePoolDep,
+    trust: TrustPoolDep,
 ) -> PredictResponse:
     """Send the image as multipart (`image` file field, plus `models` / `task` fields) or as
     JSON `{"image_base64": ..., "models": [...]}`. Several models answer side by side.
@@ -81,12 +90,20 @@ async def predict(
     VOI LUT / window and MONOCHROME1 inversion; 422 if a model does not declare the file's
     Modality / Body Part Examined, unless `allow_modality_mismatch=true`; 415 for a transfer
     syntax with no decoder here. The answer echoes the SOP Instance UID, no patient data.
+
+    `robustness` = flip | certify | all adds each model's robustness block (README: "How far
+    can I trust this prediction?"), computed in threads of its own, never in the batches;
+    422 over a limit or for `certify` on a model trained without noise and no `noise_sigma`,
+    503 past the deadline.
     """
     upload, params = await parse_image_request(request, settings, PredictParams)
+    check_limits(params, settings)
     refs = selected_refs(params, settings)
     served = [await registry.get(ref) for ref in refs]
     accepts = [(s.ref, s.manifest.accepts) for s in served]
     check_accepted(upload, accepts, params.allow_modality_mismatch)
+    plans = [plan_for(s.loaded, params, settings) for s in served]
+    deadline = trust.deadline(params)
     # Decode and prepare in the decode pool; the batchers know these requests are coming.
     configs = [s.manifest.preprocess for s in served]
     prepared = asyncio.ensure_future(
@@ -97,9 +114,14 @@ async def predict(
         return (await prepared)[index]
 
     rows = await asyncio.gather(*(s.batcher.submit(pixels(i)) for i, s in enumerate(served)))
+    blocks = [
+        None if plan is None else (await trust.answer(s.loaded, await pixels(i), plan, deadline))
+        for i, (s, plan) in enumerate(zip(served, plans, strict=True))
+    ]
     predictions = []
-    for ref, model, row in zip(refs, served, rows, strict=True):
+    for ref, model, row, block in zip(refs, served, rows, blocks, strict=True):
         registry.metrics.predictions.labels(model.ref).inc()
         prediction = prediction_from_probabilities(model.manifest, row)
-        predictions.append(ModelPrediction.of(prediction, ref, model.manifest))
+        robustness = None if block is None else block.block
+        predictions.append(ModelPrediction.of(prediction, ref, model.manifest, robustness))
     return PredictResponse(image=ImageInfo.of(upload), predictions=predictions)

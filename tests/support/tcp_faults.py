@@ -1,7 +1,6 @@
 """A broker that misbehaves on demand: a real TCP endpoint on 127.0.0.1 in front of the real Redis.
 
-Import explicitly (``from tcp_faults import SwitchableBroker``); not a conftest. Used by the
-broker-fault tests and by ``bench/hung_broker_probe.py``.
+Used by ``tests/service/test_broker_faults.py`` and ``bench/hung_broker_probe.py``.
 
 Modes: ``"hung"`` accepts connections and never answers — what a wedged Redis, or a half-open
 path through a firewall, looks like to a client (connect succeeds, every command waits); ``"up"``

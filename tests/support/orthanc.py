@@ -1,13 +1,13 @@
 """A real Orthanc PACS for the PACS tests: Debian's ``/usr/sbin/Orthanc`` as a subprocess.
 
-Import explicitly (``from orthanc import ...``) or use the ``orthanc`` fixture of this folder's
-``conftest.py``. Each server gets its own JSON configuration and temporary storage, HTTP and DICOM
-ports that were free on 127.0.0.1 (Orthanc 1.10 has no bind-address option: it listens on all
-interfaces, but answers HTTP for loopback clients only), authentication off, the
-DICOMweb plugin (Debian ``orthanc-dicomweb``) under ``/dicom-web/``, and the DICOM modalities it
-is told about (our AI node among them) so that Orthanc can C-STORE to them. It accepts C-STOREs
-from any calling AE title (``DicomAlwaysAllowStore``: the tests' senders need no registration)
-but only when called by its own AE title (``DicomCheckCalledAet``: a wrong destination fails).
+Use the ``orthanc`` fixture of ``tests/pacs/conftest.py``, or :func:`running_orthanc`. Each
+server gets its own JSON configuration and temporary storage, HTTP and DICOM ports that were free
+on 127.0.0.1 (Orthanc 1.10 has no bind-address option: it listens on all interfaces, but answers
+HTTP for loopback clients only), authentication off, the DICOMweb plugin (Debian
+``orthanc-dicomweb``) under ``/dicom-web/``, and the DICOM modalities it is told about (our AI
+node among them) so that Orthanc can C-STORE to them. It accepts C-STOREs from any calling AE
+title (``DicomAlwaysAllowStore``: the tests' senders need no registration) but only when called
+by its own AE title (``DicomCheckCalledAet``: a wrong destination fails).
 
 Nothing here is mocked: the tests talk DICOMweb, REST and DIMSE to the real server.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.net import free_port
 
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN_CANDIDATES = (
@@ -51,12 +52,6 @@ def missing_tools() -> list[str]:
     if shutil.which("storescu") is None:
         missing.append("dcmtk")
     return missing
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,4 @@
-"""Generated DICOM Part 10 files for the edge cases no shipped file covers (pydicom-built).
-
-Import explicitly (``from dicom_factory import make_dicom``; ``tests/`` is on pytest's path, so
-every test folder can); not a conftest.
-"""
+"""Generated DICOM Part 10 files for the edge cases no shipped file covers (pydicom-built)."""
 
 from __future__ import annotations
 
@@ -75,3 +71,17 @@ def to_bytes(ds: Dataset, **save_options: Any) -> bytes:
 def make_dicom(pixels: np.ndarray, **options: Any) -> bytes:
     """``make_dataset`` written as Part 10 bytes."""
     return to_bytes(make_dataset(pixels, **options))
+
+
+def dicom_bytes(
+    rows: int = 24,
+    columns: int = 20,
+    frames: int = 1,
+    photometric: str = "MONOCHROME2",
+    seed: int = 0,
+) -> tuple[bytes, np.ndarray]:
+    """A DICOM Part 10 file with 12-bit grayscale pixels, and its pixel array."""
+    rng = np.random.default_rng(seed)
+    shape = (frames, rows, columns) if frames > 1 else (rows, columns)
+    pixels = rng.integers(0, 4096, shape, dtype=np.uint16)
+    return make_dicom(pixels, photometric=photometric, bits_stored=12), pixels

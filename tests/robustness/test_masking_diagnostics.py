@@ -18,9 +18,9 @@ import functools
 import keras
 import numpy as np
 import pytest
-from attack_testkit import NUM_CLASSES, SIZE, small_cnn, synthetic
 from keras import ops
 
+from tests.support.tiny_models import NUM_CLASSES, SIZE, small_cnn, synthetic
 from training.model_ref import ModelIdentity
 from training.robustness.render import markdown_table, robustness_curve_png
 from training.robustness.report import build_report

@@ -1,9 +1,8 @@
 """Real parts for the job tests: a Celery worker and a uvicorn API as subprocesses.
 
-Import explicitly (``from jobs_fixtures import ...``); not a conftest. ``Stack`` starts both with
-their state (job database, embedded broker, reports) and model store in a temporary folder,
-pointed at Redis database 15 (or at no Redis: the embedded filesystem broker), waits until they
-are ready and stops them (their whole process groups) at the end.
+``Stack`` starts both with their state (job database, embedded broker, reports) and model store
+in a temporary folder, pointed at Redis database 15 (or at no Redis: the embedded filesystem
+broker), waits until they are ready and stops them (their whole process groups) at the end.
 """
 
 from __future__ import annotations
@@ -23,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import httpx
-import numpy as np
 import pytest
 
 from service.config import Settings
 from service.run import api_command, worker_command
+from tests.support.images import make_folder_dataset
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -57,30 +56,6 @@ def flush_redis(url: str = REDIS_URL) -> None:
     import redis
 
     redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def make_folder_dataset(root: Path, per_class: int = 10, size: int = 40) -> Path:
-    """Two classes of noisy PNGs (dark vs bright) in ``root/<class>/``."""
-    rng = np.random.default_rng(7)
-    for name, level in (("dark", 60), ("bright", 180)):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = np.clip(level + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
-            assert cv2.imwrite(str(root / name / f"{name}{i:02d}.png"), pixels)
-    return root
-
-
-def png_bytes(seed: int = 0, size: int = 40) -> bytes:
-    rng = np.random.default_rng(seed)
-    ok, encoded = cv2.imencode(".png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-    assert ok
-    return encoded.tobytes()
 
 
 def training_spec(name: str, data: Path, **overrides: Any) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Child-process scripts and the runner of the TensorFlow-vs-JAX backend tests."""
