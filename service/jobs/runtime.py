@@ -243,8 +243,10 @@ def _same_submission(job: JobView, spec: dict[str, Any]) -> bool:
         def names(s: dict[str, Any]) -> list[str]:
             return [ModelRef.parse(ref).name for ref in s.get("models", [])]
 
-        keys = ("dataset", "evaluation", "split", "limit", "shards")
-        return names(job.spec) == names(spec) and all(job.spec.get(k) == spec.get(k) for k in keys)
+        def others(s: dict[str, Any]) -> dict[str, Any]:
+            return {key: value for key, value in s.items() if key != "models"}
+
+        return names(job.spec) == names(spec) and others(job.spec) == others(spec)
     if job.kind in (JobKind.pacs_study, JobKind.pacs_dimse):  # the model ref was pinned too
 
         def unpinned(s: dict[str, Any]) -> dict[str, Any]:

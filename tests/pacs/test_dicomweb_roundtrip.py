@@ -94,6 +94,7 @@ def test_round_trip_stores_sr_and_sc_in_the_study(
         "weights_sha256": manifest.weights_sha256,
         "architecture": "baseline",
         "attention_variant": None,
+        "defense": None,
     }
     by_modality = {o.modality: o for o in summary.instances}
     assert by_modality["CR"].status == "analysed"

@@ -118,6 +118,7 @@ def test_a_study_job_stores_the_sr_and_sc_in_orthanc(pacs: PacsStack) -> None:
         "weights_sha256": manifest["weights_sha256"],
         "architecture": "baseline",
         "attention_variant": None,
+        "defense": None,
     }
     assert (result["pacs"], result["study_instance_uid"]) == ("orthanc", pacs.study_uid)
     assert (result["seen"], result["analysed"], result["skipped"]) == (3, 1, 2)
@@ -276,7 +277,8 @@ def test_a_dimse_job_records_the_configured_robustness(
 ) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
-    shutil.copy(data_dir / "dicom_samples" / "RG1_UNCR.dcm", spool / "cr.dcm")
+    radiograph = data_dir / "dicom_samples" / "RG1_UNCR.dcm"
+    shutil.copy(radiograph, spool / "cr.dcm")  # deleted when the job ends
 
     settings = pacs.settings(dimse_robustness="flip")
     job = pacs.stack.wait_job(submit_dimse_job(settings, [spool / "cr.dcm"]), timeout_s=600)
@@ -288,7 +290,7 @@ def test_a_dimse_job_records_the_configured_robustness(
     (cr,) = result["instances"]
     assert set(cr["robustness"]["flip"]) == {"linf", "l2"} and cr["robustness"]["certified"] is None
     (sr_uid,) = [s["sop_instance_uid"] for s in cr["stored"] if s["kind"] == "sr"]
-    study_uid = str(dcmread(spool / "cr.dcm", stop_before_pixels=True).StudyInstanceUID)
+    study_uid = str(dcmread(radiograph, stop_before_pixels=True).StudyInstanceUID)
     lower = [b["lower"] for b in cr["robustness"]["flip"].values()]
     assert _numbers(_stored_sr(pacs.orthanc, study_uid, sr_uid))["flip-lower"] == pytest.approx(
         lower

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,8 +13,8 @@ import pytest
 from service.config import Settings
 from service.jobs.dispatch import EVALUATE_SHARD_TASK, TRAIN_TASK
 from service.jobs.errors import EnqueueError
-from service.jobs.runtime import JobRuntime
-from service.jobs.schemas import JobKind, JobState
+from service.jobs.runtime import JobRuntime, _same_submission
+from service.jobs.schemas import JobKind, JobState, JobView
 from service.worker.celery_app import make_celery
 from service.worker.context import CachedStore
 
@@ -148,3 +149,25 @@ def test_submissions_that_cannot_run_are_refused_before_they_are_recorded(
     with pytest.raises(JobSpecError, match="unknown model"):
         runtime.submit_evaluation(evaluation(["no-such-model:production"]))
     assert runtime.list() == ([], 0)
+
+
+def _evaluation_job(spec: dict) -> JobView:
+    now = datetime.now(UTC)
+    return JobView(
+        id="0" * 32,
+        kind=JobKind.evaluation,
+        state=JobState.queued,
+        progress=0.0,
+        created_at=now,
+        updated_at=now,
+        spec=spec,
+    )
+
+
+def test_a_reused_key_matches_an_evaluation_only_with_every_field_but_the_pinned_versions():
+    """The models were pinned to versions at submission (``derm`` → ``derm:3``): that is the
+    same submission; any other difference (here the trust section) is another one (409)."""
+    first = {"models": ["derm:3"], "dataset": {"kind": "folders", "path": "x"}, "limit": 5}
+    assert _same_submission(_evaluation_job(first), {**first, "models": ["derm"]})
+    with_trust = {**first, "models": ["derm"], "trust": {"certify": True}}
+    assert not _same_submission(_evaluation_job(first), with_trust)
