@@ -15,9 +15,11 @@ COPY pyproject.toml README.md ./
 COPY training ./training
 COPY service ./service
 RUN pip install . && pip install psycopg2-binary
+# not root: the Celery worker runs job code from the broker (and warns when it is root; README
+# "Running as root")
 RUN useradd --create-home --uid 10001 medrobust && mkdir -p /data && chown medrobust /data
 USER medrobust
-ENV MEDROBUST_STORE_DIR=/data/models MEDROBUST_STORE=/data/models \
+ENV MEDROBUST_STORE_DIR=/data/models \
     MEDROBUST_STATE_DIR=/data/state MEDROBUST_DATA_DIR=/data/datasets \
     MEDROBUST_HOST=0.0.0.0 MEDROBUST_PORT=8000 TF_CPP_MIN_LOG_LEVEL=2
 VOLUME ["/data"]
@@ -38,9 +40,11 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
     && pip install -r /tmp/requirements.txt psycopg2-binary \
     && pip install --no-deps . \
     && python -c "import tensorflow, keras, service.config"
+# not root: the Celery worker runs job code from the broker (and warns when it is root; README
+# "Running as root")
 RUN useradd --create-home --uid 10001 medrobust && mkdir -p /data && chown medrobust /data
 USER medrobust
-ENV MEDROBUST_STORE_DIR=/data/models MEDROBUST_STORE=/data/models \
+ENV MEDROBUST_STORE_DIR=/data/models \
     MEDROBUST_STATE_DIR=/data/state MEDROBUST_DATA_DIR=/data/datasets \
     MEDROBUST_HOST=0.0.0.0 MEDROBUST_PORT=8000 TF_CPP_MIN_LOG_LEVEL=2
 VOLUME ["/data"]

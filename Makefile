@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MEDROBUST_DATA_DIR ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run check test lint reproduce bench clean
+.PHONY: install run demo check test lint reproduce bench clean
 
 install: $(STAMP)
 
@@ -21,12 +21,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m service
 
+# A first model in minutes: small demo models on the staged HAM10000 data, stored where `make run`
+# serves from, with the aliases and task the README's examples use (a running API picks them up).
+demo: $(STAMP)
+	$(BIN)/medrobust quickstart
+
 # Style and types first (seconds), so CI, which runs `make test`, fails on them too.
 # The job tests need Redis on 127.0.0.1:6379 (database 15): started here if none answers.
 # The PACS tests need Orthanc, orthanc-dicomweb, dcmtk, dicom3tools: installed here when root.
+# The web viewer's tests need chromium and chromium-driver: likewise.
 test: check
 	./scripts/ensure-redis.sh
 	./scripts/ensure-pacs-tools.sh
+	./scripts/ensure-browser.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The paper's study on the real data, resumable (rerun the same command after an interruption).

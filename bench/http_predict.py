@@ -13,6 +13,11 @@ with the server, costs as little as possible.
 
     .venv/bin/python bench/http_predict.py --size 64 --architecture attention
 
+``--compare-ref REF`` also serves the same model from another version of the code (a git ref,
+e.g. the commit before a feature) on a second server, and adds its HTTP throughput to the same
+interleaved rounds: ``current_vs_ref_ratio`` > ~1 means this version's plain ``/predict`` is not
+slower. Each server's store is built by its own version of ``build_store`` (same seed).
+
 Prints one JSON object; ``throughput_ratio`` = HTTP images/s ÷ raw images/s (goal >= 0.9),
 ``latency_ratio`` = raw batch-1 latency ÷ HTTP single-request latency (1.0 = no overhead).
 """
@@ -56,8 +61,43 @@ def build_store(root: Path, architecture: str, size: int, classes: int) -> str:
     return "bench"
 
 
+def build_store_from(source: Path, root: Path, args: argparse.Namespace) -> str:
+    """``build_store`` of the code at ``source`` (another checkout), run in a child process so
+    that version's own ``training`` package writes the store its server will read."""
+    script = (
+        "import importlib.util, pathlib, sys\n"
+        "spec = importlib.util.spec_from_file_location('bench_http', sys.argv[1])\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "print(module.build_store(pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]),"
+        " int(sys.argv[5])))\n"
+    )
+    arguments = [source / "bench" / "http_predict.py", root, args.architecture, args.size]
+    env = {**os.environ, "PYTHONPATH": str(source), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments), str(args.classes)],
+        cwd=source,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return done.stdout.strip().splitlines()[-1]
+
+
+def checkout(ref: str, destination: Path) -> Path:
+    """The tracked files of ``ref`` under ``destination`` (``git archive``: no worktree state)."""
+    destination.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
+    return destination
+
+
 def start_server(
-    store: Path, state: Path, args: argparse.Namespace
+    store: Path, state: Path, args: argparse.Namespace, source: Path = REPO
 ) -> tuple[str, subprocess.Popen]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -66,7 +106,7 @@ def start_server(
     env.pop("REDIS_URL", None)
     env.pop("DATABASE_URL", None)
     env.update(
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(source),
         TF_CPP_MIN_LOG_LEVEL="2",
         MEDROBUST_STORE_DIR=str(store),
         MEDROBUST_STATE_DIR=str(state),
@@ -228,13 +268,19 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5, help="raw/HTTP rounds, interleaved")
     parser.add_argument("--raw-seconds", type=float, default=4.0, help="raw time per round")
+    parser.add_argument(
+        "--compare-ref", help="also serve from this git ref's code, in the same rounds"
+    )
     args = parser.parse_args()
+    if args.compare_ref and args.url:
+        parser.error("--compare-ref starts both servers itself: leave out --url")
 
     from training.model_ref import ModelRef
     from training.store import ModelStore
 
     work = Path(tempfile.mkdtemp(prefix="bench-http-"))
     process = None
+    compared: tuple[str, subprocess.Popen] | None = None
     if args.url:
         if args.store is None:
             parser.error("--url needs --store (the server's model store) for the raw figures")
@@ -244,6 +290,12 @@ def main() -> None:
         args.model = build_store(store, args.architecture, args.size, args.classes)
         (work / "state").mkdir()
         url, process = start_server(store, work / "state", args)
+    if args.compare_ref:
+        source = checkout(args.compare_ref, work / "ref-source")
+        (work / "ref-state").mkdir()
+        ref_args = argparse.Namespace(**vars(args))
+        ref_args.model = build_store_from(source, work / "ref-models", args)
+        compared = start_server(work / "ref-models", work / "ref-state", ref_args, source)
     try:
         ref = ModelRef.parse(args.model)
         loaded = ModelStore(store).load(ref.name, ref.selector)
@@ -252,21 +304,34 @@ def main() -> None:
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (32, side, side, 3), dtype=np.uint8)
         host = urlsplit(url).netloc
-        requests = [
-            multipart_request(host, args.model, cv2.imencode(".png", image)[1].tobytes())
-            for image in images
-        ]
+        pngs = [cv2.imencode(".png", image)[1].tobytes() for image in images]
+        requests = [multipart_request(host, args.model, png) for png in pngs]
+        ref_requests = (
+            [multipart_request(urlsplit(compared[0]).netloc, args.model, png) for png in pngs]
+            if compared
+            else []
+        )
         pixels = rng.uniform(0, 255, (args.batch_size, size, size, 3)).astype(np.float32)
         raw_throughput(loaded, pixels, 1.0)  # compile both shapes
         raw_latency(loaded, pixels[0], 3)
         asyncio.run(throughput(url, requests, 4 * args.concurrency, args.concurrency))  # warm-up
-        raw_rounds, http_rounds = [], []
+        if compared:
+            asyncio.run(
+                throughput(compared[0], ref_requests, 4 * args.concurrency, args.concurrency)
+            )
+        raw_rounds, http_rounds, ref_rounds = [], [], []
         sum_before, count_before = mean_batch_size(url, loaded.manifest.ref)
         for _ in range(args.rounds):  # interleaved, so load drift hits both sides alike
             raw_rounds.append(raw_throughput(loaded, pixels, args.raw_seconds))
             http_rounds.append(
                 asyncio.run(throughput(url, requests, args.requests, args.concurrency))
             )
+            if compared:
+                ref_rounds.append(
+                    asyncio.run(
+                        throughput(compared[0], ref_requests, args.requests, args.concurrency)
+                    )
+                )
         sum_after, count_after = mean_batch_size(url, loaded.manifest.ref)
         ratios = [h / r for h, r in zip(http_rounds, raw_rounds, strict=True)]
         raw_single = raw_latency(loaded, pixels[0], args.latency_requests)
@@ -297,11 +362,24 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
+        if compared:
+            versus = [h / r for h, r in zip(http_rounds, ref_rounds, strict=True)]
+            result |= {
+                "compare_ref": args.compare_ref,
+                "ref_http_images_per_s": round(statistics.median(ref_rounds), 2),
+                "current_vs_ref_ratio": round(statistics.median(versus), 3),
+                "current_vs_ref_ratio_per_round": [round(v, 3) for v in versus],
+                "ref_throughput_ratio": round(
+                    statistics.median(r / w for r, w in zip(ref_rounds, raw_rounds, strict=True)),
+                    3,
+                ),
+            }
         print(json.dumps(result, indent=1))
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
+        for server in (process, compared[1] if compared else None):
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 Every field can be set as an environment variable with the ``MEDROBUST_`` prefix (or in a
 ``.env`` file); ``REDIS_URL`` and ``DATABASE_URL`` are also read under their conventional names.
+It extends :class:`training.settings.CoreSettings`, the settings the ``medrobust`` CLI reads too
+(``store_dir``, ``data_dir``), so both tools agree on them under one name each.
 """
 
 from __future__ import annotations
@@ -11,20 +13,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, StringConstraints
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.settings import CoreSettings
 
 Scope = str  # "predict" | "explain" | "jobs" | "admin"
 AETitle = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
 ALL_SCOPES = ("predict", "explain", "jobs", "admin")
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MEDROBUST_", env_file=".env", extra="ignore")
-
-    # storage
-    store_dir: Path = Field(Path("var/models"), description="model store (training.store)")
+class Settings(CoreSettings):
+    # storage (store_dir and data_dir: CoreSettings)
     state_dir: Path = Field(Path("var/state"), description="job database, embedded broker, reports")
-    data_dir: Path | None = Field(None, description="root of datasets named by relative paths")
     # job requests may name files only inside these (service/jobs/paths.py)
     data_roots: list[Path] = Field(
         default_factory=list,
@@ -54,6 +53,13 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(16, ge=1, description="dynamic micro-batching: largest batch")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    # keras until the 224-px bench (bench/serve_runtimes.py) has run on a quiet machine; then the
+    # fastest runtime that passes the parity gate (training/runtimes/)
+    serve_runtime: Literal["keras", "keras-bf16", "openvino"] = Field(
+        "keras",
+        description="forward pass of /predict: keras (fp32), keras-bf16 or openvino; a runtime "
+        "that fails its parity gate against keras fp32 falls back to keras",
+    )
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1)
     # 4096 × 4096: the models take 32-1024 px inputs, so this is resolution to spare for a
     # large dermoscopy photo (4000 × 4000) or a CR/DX chest image (~3000 × 3500; the largest

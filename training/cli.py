@@ -1,38 +1,81 @@
-"""The ``medrobust`` command line: train, inspect and use stored models."""
+"""The ``medrobust`` command line: train, inspect and use stored models.
+
+Starting it must stay cheap (``medrobust --help`` in well under a second): this module imports
+no ML stack (TensorFlow, Keras, OpenCV, pydicom) at the top; each command imports what it needs.
+TensorFlow's C++ and absl log lines are silenced unless ``--verbose`` is given, before any
+command can import TensorFlow; progress bars (Keras, tqdm) still show.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-import yaml
 
-from training.config import ModelOptions, TrainConfig, TrainingSpec, apply_overrides, load_spec
-from training.data.registry import DatasetSpec
+if TYPE_CHECKING:
+    from training.data.registry import DatasetSpec
+    from training.store import ModelStore
 
 app = typer.Typer(
     help="Robust medical image classifiers: train, inspect, predict.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="Inspect stored models and set aliases.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Inspect stored models, set aliases and task defaults.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 StoreOption = Annotated[
-    Path, typer.Option("--store", envvar="MEDROBUST_STORE", help="model store directory")
+    Path | None,
+    typer.Option(
+        "--store",
+        help="model store directory (default: $MEDROBUST_STORE_DIR, else var/models)",
+        show_default=False,
+    ),
 ]
-DEFAULT_STORE = Path("var/models")
+DEFAULT_STORE = None  # training.settings.CoreSettings.store_dir: the one the service reads too
+# TF_CPP_MIN_LOG_LEVEL 2 drops TensorFlow's C++ INFO and WARNING lines (oneDNN notices, CPU
+# feature hints); errors still show
+QUIET_TF_LOG_LEVEL = "2"
 
 
-def _store(path: Path):  # imported lazily: TensorFlow takes seconds to import
+def _store(path: Path | None) -> ModelStore:
+    """The store at ``path``, else the configured one (``MEDROBUST_STORE_DIR``)."""
+    from training.settings import CoreSettings
     from training.store import ModelStore
 
-    return ModelStore(path)
+    return ModelStore(path if path is not None else CoreSettings().store_dir)
+
+
+def _quiet_backend(verbose: bool) -> None:
+    """Silence TensorFlow / absl logging unless ``verbose``; a value the user set is kept."""
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TF_LOG_LEVEL)
+    # absl's Python logger and TensorFlow's own: warnings about tracing and compiled metrics
+    for name in ("absl", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show TensorFlow and absl log output")
+    ] = False,
+) -> None:
+    """Robust medical image classifiers: train, inspect, predict."""
+    _quiet_backend(verbose)
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -58,6 +101,9 @@ def train(
     checkpoint_dir: Annotated[Path | None, typer.Option(help="resumable checkpoints")] = None,
 ) -> None:
     """Train a model (resuming from its checkpoint directory) and store it as a new version."""
+    from training.config import ModelOptions, TrainConfig, TrainingSpec, apply_overrides, load_spec
+    from training.data.registry import DatasetSpec
+
     overrides = _parse_overrides(set_)
     if config is not None:
         spec = load_spec(config, overrides)
@@ -116,6 +162,60 @@ def models_alias(name: str, version: int, alias: str, store: StoreOption = DEFAU
     """Point ALIAS of NAME at VERSION."""
     _store(store).set_alias(name, alias, version)
     typer.echo(f"{name}:{alias} -> {version}")
+
+
+@models_app.command("default")
+def models_default(task: str, ref: str, store: StoreOption = DEFAULT_STORE) -> None:
+    """Make REF (NAME[:VERSION|ALIAS]) the model a request naming TASK gets; a running API
+    sees it on its next request (MEDROBUST_DEFAULT_MODELS, where set, wins for its tasks)."""
+    from training.model_ref import ModelRef
+    from training.task_defaults import set_task_default
+
+    opened = _store(store)
+    parsed = ModelRef.parse(ref)
+    version = opened.resolve(parsed.name, parsed.selector)  # a typo fails here, not per request
+    set_task_default(opened.root, task, ref)
+    typer.echo(f"task {task} -> {ref} (now {parsed.name}:{version})")
+
+
+@app.command()
+def quickstart(
+    store: StoreOption = DEFAULT_STORE,
+    checkpoint_dir: Annotated[Path, typer.Option(help="resumable checkpoints")] = Path(
+        "var/checkpoints"
+    ),
+    input_size: Annotated[int, typer.Option(help="square input side (min 32)")] = 48,
+    epochs: Annotated[int, typer.Option(help="epochs per model")] = 3,
+    limit_per_split: Annotated[
+        int, typer.Option(help="stratified cap on the train, val and test images each")
+    ] = 200,
+) -> None:
+    """Train small demo models on the staged HAM10000 data (a few minutes on a CPU): derm
+    (attention) and derm-baseline, alias production, default of task derm; then print the curl
+    to try. Where the data is absent, say so and train nothing."""
+    from training.quickstart import (
+        QuickstartOptions,
+        example_image,
+        missing_data,
+        run_quickstart,
+        try_it,
+    )
+
+    options = QuickstartOptions(
+        input_size=input_size, epochs=epochs, limit_per_split=limit_per_split
+    )
+    problem = missing_data(options)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(3)
+    opened = _store(store)
+    run_quickstart(options, opened, checkpoint_dir, lambda line: typer.echo(f"[quickstart] {line}"))
+    typer.echo(
+        f"\nDone: models in {opened.root}. Start the API (make run) if it is not running, then:\n\n"
+        f"  {try_it(example_image(options) or 'lesion.jpg')}\n\n"
+        "(with MEDROBUST_API_TOKENS set, add -H 'Authorization: Bearer TOKEN'; the API must "
+        f"read this store: MEDROBUST_STORE_DIR={opened.root})"
+    )
 
 
 @app.command()
@@ -212,6 +312,7 @@ def evaluate(
     from tqdm import tqdm
 
     from training.attacks.registry import takes_parameter
+    from training.data.registry import DatasetSpec
     from training.robustness.render import markdown_table, robustness_curve_png
     from training.robustness.report import build_report
     from training.robustness.run import evaluate_stored
@@ -266,7 +367,7 @@ def _evaluate_trust(
     n: int,
     noise_sigma: float | None,
     out: Path,
-    store: Path,
+    store: Path | None,
     seed: int,
 ) -> None:
     """The trust section of ``medrobust evaluate`` (training.trust.report)."""
@@ -383,11 +484,10 @@ def reproduce(
 
 def main() -> None:
     """Errors a user can fix are printed as one line, not a traceback."""
-    from training.data.base import DatasetError
-
     try:
         app()
-    except (DatasetError, FileNotFoundError, LookupError, ValueError, RuntimeError) as error:
+    # DatasetError, ModelRefError, ModelStoreError are among these (ValueError, LookupError)
+    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(2) from error
 

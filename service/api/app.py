@@ -7,7 +7,9 @@ Run it with uvicorn's factory mode (settings from ``MEDROBUST_*`` env vars / ``.
 Importing this module loads no model and opens nothing. The lifespan, once per process, loads the
 start-up models (each verified and warmed up, behind its own micro-batcher) and opens the jobs
 runtime (job database + broker); shutdown stops the batchers and closes the runtime.
-OpenAPI docs: ``/docs``; the schema: ``/openapi.json``.
+OpenAPI docs: ``/docs`` (Swagger UI) and ``/redoc``, whose scripts, styles and icon are served
+from the ``fastapi-offline`` package under ``/static-offline-docs``, never from a CDN, so they
+load inside a hospital network without internet; the schema: ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 import training
+from service import web
 from service.api.body_timeout import BodyReadTimeoutMiddleware
 from service.api.decoding import DecodePool
 from service.api.errors import install_error_handlers
@@ -70,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.to_thread(jobs.close)
                 app.state.jobs = None
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="medrobust",
         version=training.__version__,
         description=DESCRIPTION,
@@ -89,4 +93,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(jobs_routes.router)
+    app.include_router(web.router)  # the viewer at /ui/ (service/web) and its /session
     return app

@@ -36,20 +36,26 @@ RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 JobsDep = Annotated[JobRuntime, Depends(_jobs)]
 
 
-def selected_refs(selection: ModelSelection, settings: Settings) -> list[str]:
-    """The refs a request asks for: its ``models``, else its ``task``'s configured default,
-    else the ``default`` task's model if one is configured."""
+def selected_refs(selection: ModelSelection, registry: ModelRegistry) -> list[str]:
+    """The refs a request asks for: its ``models``, else its ``task``'s default model (the
+    store's task defaults under the configured ones), else the ``default`` task's model."""
     if selection.models:
         return list(selection.models)
-    defaults = settings.default_models
+    defaults = registry.task_defaults()
     tasks = ", ".join(sorted(defaults)) or "none"
     if selection.task is not None:
         if selection.task not in defaults:
-            raise NotFound(f"no default model for task {selection.task!r} (configured: {tasks})")
+            raise NotFound(
+                registry.with_hint(
+                    f"no default model for task {selection.task!r} (configured: {tasks})"
+                )
+            )
         return [defaults[selection.task]]
     if "default" in defaults:
         return [defaults["default"]]
     raise Unprocessable(
-        f"name the model(s) with 'models' (e.g. ['derm:production']) or a 'task' "
-        f"(configured tasks: {tasks})"
+        registry.with_hint(
+            f"name the model(s) with 'models' (e.g. ['derm:production']) or a 'task' "
+            f"(configured tasks: {tasks})"
+        )
     )

@@ -8,8 +8,11 @@ pay for graph tracing.
 
 A request names a model by ref; the ref is resolved against the store on every request (a file
 read), so an alias moved by ``PUT /models/{name}/aliases/{alias}`` or by the CLI takes effect on
-the next request. A resolved version not yet in memory is loaded once (concurrent requests wait
-for the same load) and kept; nothing is ever loaded per request.
+the next request. So does a task's default model set in the store (``medrobust models default``,
+``medrobust quickstart``; :mod:`training.task_defaults`), under ``settings.default_models``.
+An empty store answers every lookup with a 404 that says how to get a first model. A resolved
+version not yet in memory is loaded once (concurrent requests wait for the same load) and kept;
+nothing is ever loaded per request.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ from service.api.batching import MicroBatcher
 from service.api.errors import NotFound
 from service.api.metrics import Metrics
 from service.config import Settings
-from training import gradients
-from training.metrics import softmax
 from training.model_ref import NAME_PATTERN, ModelRef
-from training.store import LoadedModel, ModelManifest, ModelStore
+from training.runtimes import ServingForward, serving_forward
+from training.store import LoadedModel, ModelManifest, ModelStore, ModelStoreError
+from training.task_defaults import read_task_defaults
 
 log = logging.getLogger("service.api.models")
 
 EXPLAIN_CONCURRENCY = 2  # explanations (and attacks) running at once per process
+#: appended to every "no such model / task" answer while the store holds no model at all
+NO_MODEL_YET = "no model yet: run `make demo` (or medrobust quickstart) or POST /jobs/training"
 
 
 def check_name(name: str) -> str:
@@ -43,9 +48,11 @@ def check_name(name: str) -> str:
 
 @dataclass
 class ServedModel:
-    """One loaded model version and the batcher that feeds it."""
+    """One loaded model version, the runtime that computes its /predict probabilities (Keras
+    fp32 or one that passed its parity gate; training.runtimes) and the batcher that feeds it."""
 
     loaded: LoadedModel
+    forward: ServingForward
     batcher: MicroBatcher = field(repr=False)
 
     @property
@@ -57,17 +64,16 @@ class ServedModel:
         return self.manifest.ref
 
 
-def class_probabilities(loaded: LoadedModel, pixels: np.ndarray) -> np.ndarray:
-    """(N, S, S, 3) prepared pixels → (N, classes) probabilities (runs in the batch thread)."""
-    return softmax(gradients.logits(loaded.model, pixels))
-
-
-def _load_and_warm(store: ModelStore, name: str, version: int) -> LoadedModel:
+def _load_and_warm(
+    store: ModelStore, name: str, version: int, runtime: str
+) -> tuple[LoadedModel, ServingForward]:
+    """Load, choose the serving runtime (gated, with fallback), and warm its forward pass."""
     loaded = store.load(name, str(version))
+    forward = serving_forward(loaded, runtime, store.root / name / str(version))
     size = loaded.manifest.preprocess.input_size
     for batch in (1, 2):  # the second shape lets the compiled forward pass generalise its batch
-        class_probabilities(loaded, np.zeros((batch, size, size, 3), np.float32))
-    return loaded
+        forward(np.zeros((batch, size, size, 3), np.float32))
+    return loaded, forward
 
 
 class ModelRegistry:
@@ -89,7 +95,7 @@ class ModelRegistry:
         """Refs to load at start-up and whether they were configured explicitly."""
         if self.settings.preload_models:
             return list(self.settings.preload_models), True
-        refs = list(self.store.names()) + list(self.settings.default_models.values())
+        refs = list(self.store.names()) + list(self.task_defaults().values())
         return list(dict.fromkeys(refs)), False
 
     async def start(self) -> None:
@@ -120,10 +126,25 @@ class ModelRegistry:
     def loaded(self) -> list[ModelManifest]:
         return [served.manifest for served in self._served.values()]
 
+    def task_defaults(self) -> dict[str, str]:
+        """task → model ref now: the store's (read per call), then the settings' on top."""
+        return {**read_task_defaults(self.store.root), **self.settings.default_models}
+
+    def empty(self) -> bool:
+        """Whether the store holds no model yet (a new install)."""
+        return not self.store.names()
+
+    def with_hint(self, message: str) -> str:
+        """``message``, plus how to get a first model when the store is empty."""
+        return f"{message}; {NO_MODEL_YET}" if self.empty() else message
+
     def resolve(self, ref: str) -> tuple[str, int]:
         """(name, version) a ref points at now (404 if none)."""
         parsed = ModelRef.parse(ref)  # ModelRefError → 404, as ModelStoreError below
-        return parsed.name, self.store.resolve(parsed.name, parsed.selector)
+        try:
+            return parsed.name, self.store.resolve(parsed.name, parsed.selector)
+        except ModelStoreError as exc:
+            raise NotFound(self.with_hint(str(exc))) from None
 
     async def get(self, ref: str) -> ServedModel:
         """The served model a ref resolves to, loading that version once if needed."""
@@ -139,17 +160,19 @@ class ModelRegistry:
         return await asyncio.shield(task)
 
     async def _load(self, name: str, version: int) -> ServedModel:
-        loaded = await asyncio.to_thread(_load_and_warm, self.store, name, version)
+        loaded, forward = await asyncio.to_thread(
+            _load_and_warm, self.store, name, version, self.settings.serve_runtime
+        )
         ref = loaded.manifest.ref
         batcher = MicroBatcher(
-            lambda pixels: class_probabilities(loaded, pixels),
+            forward,
             max_batch_size=self.settings.max_batch_size,
             max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
             name=ref,
             observe=self.metrics.observe_batch(ref),
         )
         batcher.start()
-        served = ServedModel(loaded=loaded, batcher=batcher)
+        served = ServedModel(loaded=loaded, forward=forward, batcher=batcher)
         self._served[(name, version)] = served
         self.metrics.models_loaded.set(len(self._served))
         return served

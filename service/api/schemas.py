@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 from service.api.images import ImageUpload
 from training.dicom import header_value
 from training.predict import Prediction
+from training.runtimes import KERAS, ServingForward
 from training.store import ModelManifest
 from training.trust.answer import RobustnessBlock
 
@@ -56,6 +57,12 @@ class ModelPrediction(Prediction):
 
     ref: str = Field(description="the ref as requested, e.g. 'derm:production'")
     architecture: str
+    runtime: str = Field(
+        KERAS, description="what computed the probabilities: keras, keras-bf16 or openvino"
+    )
+    runtime_artefact_sha256: str | None = Field(
+        None, description="sha256 of the runtime's converted artefact (e.g. the OpenVINO IR)"
+    )
     robustness: RobustnessBlock | None = Field(
         None, description="with robustness=flip|certify|all: how far this prediction holds"
     )
@@ -67,10 +74,14 @@ class ModelPrediction(Prediction):
         ref: str,
         manifest: ModelManifest,
         robustness: RobustnessBlock | None = None,
+        forward: ServingForward | None = None,
     ) -> ModelPrediction:
+        """``forward``: the serving runtime that computed ``prediction`` (None: Keras fp32)."""
         return cls(
             **prediction.model_dump(),
             ref=ref,
             architecture=manifest.architecture.architecture,
             robustness=robustness,
+            runtime=forward.runtime if forward else KERAS,
+            runtime_artefact_sha256=forward.artefact_sha256 if forward else None,
         )

@@ -25,6 +25,9 @@ from service.jobs.paths import PathPolicy, PathRefused
 from service.jobs.recovery import sweep_stale
 from service.jobs.repository import open_job_database
 from service.jobs.schemas import JobKind, JobState, JobView
+from training.data.base import DatasetError
+from training.data.check import DatasetSummary, check_dataset
+from training.data.registry import DatasetSpec
 from training.model_ref import ModelRef
 
 log = logging.getLogger(__name__)
@@ -111,18 +114,27 @@ class JobRuntime:
         """``spec``: a ``training.config.TrainingSpec``. Returns (job, created).
 
         Its paths must lie inside the configured roots; the job keeps them as the caller wrote
-        them (the worker confines them again before reading anything)."""
-        self._confined(self.paths.training_spec, spec)
+        them (the worker confines them again before reading anything). The dataset is checked
+        then (:func:`training.data.check.check_dataset`), so a file the worker could not train
+        on is a 422 now rather than a failed job later."""
+        confined = self._confined(self.paths.training_spec, spec)
+        self._checked_dataset(confined.dataset)
         return self._submit(JobKind.training, spec.model_dump(mode="json"), idempotency_key)
 
     def submit_evaluation(
         self, request: Any, idempotency_key: str | None = None
     ) -> tuple[JobView, bool]:
-        """``request``: a :class:`service.jobs.requests.EvaluationRequest`."""
-        self._confined(self.paths.dataset, request.dataset)
+        """``request``: a :class:`service.jobs.requests.EvaluationRequest`; its dataset is
+        checked as a training job's is, and must have as many classes as every model."""
+        dataset = self._checked_dataset(self._confined(self.paths.dataset, request.dataset))
         resolved, preprocess = [], set()
         for ref in request.models:
             manifest = self._manifest(ref)
+            if len(manifest.class_names) != dataset.num_classes:
+                raise JobSpecError(
+                    f"{manifest.ref} has {len(manifest.class_names)} classes but the dataset "
+                    f"has {dataset.num_classes} ({', '.join(dataset.class_names)})"
+                )
             resolved.append(manifest.ref)
             preprocess.add(manifest.preprocess.model_dump_json())
         if len(set(resolved)) != len(resolved):
@@ -165,12 +177,21 @@ class JobRuntime:
         return self._submit(JobKind.pacs_dimse, spec, idempotency_key)
 
     @staticmethod
-    def _confined(confine: Callable[[Any], object], value: Any) -> None:
-        """Run a :class:`PathPolicy` check; its refusal is the caller's mistake (422)."""
+    def _confined(confine: Callable[[Any], Any], value: Any) -> Any:
+        """Run a :class:`PathPolicy` check and return what it resolved; its refusal is the
+        caller's mistake (422)."""
         try:
-            confine(value)
+            return confine(value)
         except PathRefused as exc:
             raise JobSpecError(str(exc)) from exc
+
+    def _checked_dataset(self, dataset: DatasetSpec) -> DatasetSummary:
+        """The classes a confined ``dataset`` holds, or 422 saying what is wrong with it (the
+        check reads headers and labels only, within fixed bounds)."""
+        try:
+            return check_dataset(dataset)
+        except (DatasetError, OSError) as exc:  # OSError: a file the service may not read
+            raise JobSpecError(f"dataset: {self.paths.redact(str(exc))}") from exc
 
     def _manifest(self, ref: str) -> Any:
         """The stored model ``ref`` names (a ``training.store.ModelManifest``), or 422."""

@@ -232,6 +232,24 @@ def test_adversarial_images_raise_the_loss_within_the_ball(both_backends, runs, 
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
+def test_apgd_runs_its_compiled_loop_on_each_backend(both_backends, runs, name):
+    """APGD-CE on each backend stays in the ε-ball and the pixel range, and for every example
+    either fools the model or ends with a cross-entropy above the clean one. (APGD returns the
+    first fooling iterate, which may have a lower loss than the clean image when the clean image
+    is already misclassified, so "loss raised" alone is not its contract.)"""
+    pixels, labels = runs["inputs"]["pixels"], runs["inputs"]["labels"]
+    for results in both_backends:
+        images = results[f"{name}/apgd_ce"]
+        assert np.abs(images - pixels).max() <= 2.0 + 1e-4
+        assert images.min() >= 0.0 and images.max() <= 255.0
+        attacked_logits = results[f"{name}/apgd_ce_logits"]
+        fooled = attacked_logits.argmax(axis=1) != labels
+        clean = _cross_entropy(results[f"{name}/logits"], labels)
+        attacked = _cross_entropy(attacked_logits, labels)
+        assert np.all(fooled | (attacked > clean)), (fooled, clean, attacked)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_cam_maps_agree_for_chosen_and_predicted_classes(both_backends, name, method):
     tf_results, jax_results = both_backends

@@ -17,7 +17,7 @@ CLI = [str(Path(sys.executable).with_name("medrobust"))]
 
 
 def _medrobust(*args: str, store: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MEDROBUST_STORE": str(store), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "MEDROBUST_STORE_DIR": str(store), "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(CLI + list(args), capture_output=True, text=True, env=env, timeout=600)
 
 

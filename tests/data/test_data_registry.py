@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from training.data import DatasetSpec, data_dir, load_dataset, resolve_path, splits_for
+from training.data import (
+    DatasetError,
+    DatasetSpec,
+    data_dir,
+    load_dataset,
+    resolve_path,
+    splits_for,
+)
 
 
 @pytest.fixture
@@ -41,6 +48,11 @@ def test_data_dir_defaults_to_shared_data_beside_the_repo(monkeypatch: pytest.Mo
         ({"kind": "kaggle_dr", "path": "x", "split": "source"}, "ships no source split"),
         ({"kind": "folders", "path": "x", "fractions": (0.5, 0.5, 0.0)}, "fractions must be"),
         ({"kind": "folders", "path": "x", "limit_per_split": 0}, "greater than or equal to 1"),
+        ({"kind": "folders", "path": "x", "class_names": ["only"]}, "at least 2 items"),
+        ({"kind": "folders", "path": "x", "class_names": ["a", "a"]}, "repeated: \\['a'\\]"),
+        ({"kind": "folders", "path": "x", "class_names": ["a", " "]}, "1-64 printable"),
+        ({"kind": "folders", "path": "x", "class_names": ["a", "b\tc"]}, "1-64 printable"),
+        ({"kind": "folders", "path": "x", "class_names": ["a", "x" * 65]}, "1-64 printable"),
     ],
 )
 def test_invalid_specs_are_rejected(fields: dict, message: str) -> None:
@@ -104,3 +116,24 @@ def test_each_path_kind_dispatches(data_root: Path, write_image, write_csv) -> N
     assert (dr.labels.tolist(), dr.skipped) == ([3], ("7_right.jpeg",))
     cxr = load_dataset(DatasetSpec(kind="chestxray14", path="cxr", finding="Edema"))
     assert (cxr.class_names[1], cxr.labels.tolist()) == ("edema", [1])
+
+
+def test_class_names_rename_any_kind_and_must_count_its_classes(
+    data_root: Path, write_image
+) -> None:
+    for k in range(4):
+        write_image(data_root / "tree" / ("sick" if k % 2 else "well") / f"{k}.png")
+    renamed = load_dataset(
+        DatasetSpec(kind="folders", path="tree", class_names=(" ill ", "healthy"))
+    )
+    assert renamed.class_names == ("ill", "healthy")  # stripped; in sorted-folder order
+    assert (
+        renamed.labels.tolist()
+        == load_dataset(DatasetSpec(kind="folders", path="tree")).labels.tolist()
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"tree \(folders\): class_names lists 3 names but the data has 2 classes "
+        r"\(sick, well\)",
+    ):
+        load_dataset(DatasetSpec(kind="folders", path="tree", class_names=("a", "b", "c")))

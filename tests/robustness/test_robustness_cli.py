@@ -12,9 +12,11 @@ import cv2
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from training.attacks import make_attack
 from training.explain.image import explain_image
+from training.explain.panel import PNG_KEY
 from training.models import ArchitectureConfig, build_from_config
 from training.preprocess import PreprocessConfig
 from training.store import ModelStore
@@ -48,7 +50,7 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def _run(*args: str, root: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MEDROBUST_STORE": str(root / "store"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "MEDROBUST_STORE_DIR": str(root / "store"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -116,8 +118,12 @@ def test_explain_writes_a_panel_and_compares_clean_with_attacked(workspace):
     ]
     assert summary["prediction"]["model"] == "attention"
     assert summary["attack"]["name"] == "pgd" and summary["attack"]["epsilon"] == 8
-    panel = cv2.imread(str(out))
-    assert panel.shape == (32, 5 * 32, 3)
+    panel = cv2.imread(str(out))  # five titled tiles of ≥ 512 px and a colour bar
+    assert panel.shape[0] > 512 and panel.shape[1] > 5 * 512
+    with Image.open(out) as read:
+        tiles = json.loads(read.text[PNG_KEY])["tiles"]
+    assert [tile["key"] for tile in tiles] == summary["overlays"]
+    assert tiles[-1]["title"][0] == "attacked: pgd L∞ ε=8/255"
 
 
 def test_explain_image_without_attack_for_a_baseline(workspace):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.support.images import png_bytes
+from training.explain.panel import PNG_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +24,12 @@ def _decode_png(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     return image
+
+
+def _panel_titles(data: bytes) -> list[list[str]]:
+    """Each tile's title lines, from the panel's iTXt chunk (training/explain/panel.py)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return [tile["title"] for tile in json.loads(image.text[PNG_KEY])["tiles"]]
 
 
 def test_json_overlays_decode_as_png(client):
@@ -81,13 +91,20 @@ def test_png_panel_by_query_and_by_accept_header(client):
     assert by_query.headers["x-model-version"] == "2"
     assert len(by_query.headers["x-weights-sha256"]) == 64
     assert by_query.headers["x-class-explained"] == "malignant"
-    assert _decode_png(by_query.content).shape == (32, 64, 3)  # gradcam | attention
+    panel = _decode_png(by_query.content)  # gradcam | attention, titled, at ≥ 512 px a tile
+    titles = _panel_titles(by_query.content)
+    assert [title[0] for title in titles] == ["clean", "clean"]
+    assert titles[1][1] == "attention | derm v2"
+    assert titles[1][2].startswith("p(malignant) = ")
+    assert panel.shape[0] > 512 and panel.shape[1] > 2 * 512
     by_accept = client.post(
         "/explain", files=files, data={"task": "baseline"}, headers={"Accept": "image/png"}
     )
     assert by_accept.status_code == 200, by_accept.text
     assert by_accept.headers["x-model"] == "derm-baseline"
-    assert _decode_png(by_accept.content).shape == (32, 32, 3)
+    assert [title[1] for title in _panel_titles(by_accept.content)] == [
+        "gradcam | derm-baseline v1"
+    ]
 
 
 @pytest.mark.parametrize(

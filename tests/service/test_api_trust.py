@@ -13,6 +13,7 @@ tested in tests/trust.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import subprocess
 import sys
@@ -22,8 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.support.api_server import REPO, TOKENS, LiveServer, start_server
+from training.explain.panel import PNG_KEY
 from training.trust import FlipSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
@@ -225,8 +228,12 @@ def test_explain_png_panel_shows_the_flipping_image(trust_server):
         assert response.status_code == 200, response.text
         overlays = response.headers["X-Overlays"].split(",")
         panel = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
-        assert panel.shape[1] == 32 * len(overlays)
+        assert panel.shape[1] > 512 * len(overlays)  # tiles of ≥ 512 px, titled
         assert {"adversarial_image", "gradcam_adversarial"} <= set(overlays)
+        with Image.open(io.BytesIO(response.content)) as read:
+            titles = {t["key"]: t["title"][0] for t in json.loads(read.text[PNG_KEY])["tiles"]}
+        assert list(titles) == overlays
+        assert titles["gradcam_adversarial"].startswith("attacked: smallest flip L∞ ε=")
 
         body = http.post(
             "/explain",

@@ -107,6 +107,24 @@ class LabeledImages:
         return digest.hexdigest()
 
 
+def named_classes(
+    source: str, found: Sequence[str], given: Sequence[str] | None
+) -> tuple[str, ...]:
+    """``given`` (a spec's ``class_names``) in place of the adapter's ``found`` names.
+
+    The label indices stay as the adapter made them, so only the count must agree: a list one
+    short or one long would shift every name onto the wrong output and mislabel every answer.
+    """
+    if given is None:
+        return tuple(found)
+    if len(given) != len(found):
+        raise DatasetError(
+            f"{source}: class_names lists {len(given)} names but the data has "
+            f"{len(found)} classes ({', '.join(found)})"
+        )
+    return tuple(given)
+
+
 def read_csv_rows(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """The rows of a CSV as ``(line number, row)``, values stripped.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from training.attacks import Attack
@@ -15,6 +16,7 @@ from training.explain.attention import aggregated_attention, has_attention
 from training.explain.cam import get_method, upsample
 from training.explain.compare import MapComparison, compare_maps
 from training.explain.overlay import overlay, png_bytes
+from training.explain.panel import Tile, render_panel, tile_side
 from training.predict import Prediction, prediction_from_probabilities
 from training.preprocess import prepare_image
 from training.store import LoadedModel
@@ -36,21 +38,48 @@ class ImageExplanation:
     adversarial_prediction: Prediction | None = None
     comparison: MapComparison | None = None
     attack: dict | None = None
+    source_shape: tuple[int, ...] | None = None  # the image as given, before preparation
 
-    def panel_png(self) -> bytes:
-        """All overlays side by side in one PNG (for the CLI and quick looks)."""
-        import cv2
+    def panel_png(self, attack_title: str | None = None) -> bytes:
+        """All overlays side by side in one readable PNG (CLI, ``/explain?format=png``).
 
+        Tiles are scaled to at least 512 px (or the source image's size), each titled: clean
+        or attacked, the map, model and version, the explained class's probability, and for
+        attacked tiles the attack and ε (``attack_title`` in place of the attack's own, e.g.
+        the smallest flip a trust search found). See :mod:`training.explain.panel`.
+        """
         tiles = []
-        for name, png in self.overlays.items():
-            tile = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-            if tile is None:
-                raise RuntimeError(f"the {name} overlay is not a decodable image")
-            tiles.append(tile)
-        ok, encoded = cv2.imencode(".png", np.concatenate(tiles, axis=1))
-        if not ok:
-            raise RuntimeError("could not encode the panel")
-        return encoded.tobytes()
+        for key, png in self.overlays.items():
+            bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise RuntimeError(f"the {key} overlay is not a decodable image")
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            tiles.append(Tile(key, self._title(key, attack_title), rgb))
+        label = f"{self.method} / attention" if "attention" in self.overlays else self.method
+        return render_panel(tiles, tile_side(self.source_shape), scale_label=f"{label}: 0 to 1")
+
+    def _title(self, key: str, attack_title: str | None) -> tuple[str, ...]:
+        """Three lines: what the tile shows, whose model, the explained class's probability."""
+        attacked = key == "adversarial_image" or key.endswith("_adversarial")
+        shown = "image" if key == "adversarial_image" else key.removesuffix("_adversarial")
+        prediction = self.adversarial_prediction if attacked else self.prediction
+        what = f"attacked: {attack_title or _attack_title(self.attack)}" if attacked else "clean"
+        probability = "?"
+        if prediction is not None and self.class_explained in prediction.probabilities:
+            probability = f"{prediction.probabilities[self.class_explained]:.3f}"
+        model = f"{shown} | {self.prediction.model} v{self.prediction.version}"
+        top = f", top {prediction.top_class}" if attacked and prediction is not None else ""
+        return what, model, f"p({self.class_explained}) = {probability}{top}"
+
+
+def _attack_title(attack: dict | None) -> str:
+    """``pgd L∞ ε=4/255`` from an attack's recorded parameters."""
+    if not attack:
+        return "adversarial"
+    norm = {"inf": "L∞", "2": "L2"}.get(str(attack.get("norm")), "")
+    epsilon = attack.get("epsilon")
+    budget = f"ε={epsilon:g}/255" if isinstance(epsilon, int | float) else ""
+    return " ".join(part for part in (str(attack.get("name", "attack")), norm, budget) if part)
 
 
 def explain_image(
@@ -90,6 +119,7 @@ def explain_image(
         layer=cam.layer,
         class_explained=manifest.class_names[target],
         overlays=overlays,
+        source_shape=tuple(np.shape(image)),
     )
     if adversarial is not None:
         adversarial = np.asarray(adversarial, np.float32).reshape(pixels.shape)
@@ -114,4 +144,5 @@ def explain_image(
         adversarial_prediction=prediction_from_probabilities(manifest, attacked.probabilities[0]),
         comparison=compare_maps(clean.maps, attacked.maps)[0],
         attack=attack.params() if attack is not None else None,
+        source_shape=result.source_shape,
     )

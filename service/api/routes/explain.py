@@ -189,6 +189,14 @@ def _explanation(
     )
 
 
+def _flip_title(answer: TrustAnswer | None) -> str | None:
+    """The attacked tiles' title when they show the smallest L∞ flip (robustness=flip)."""
+    flip = None if answer is None or answer.block.flip is None else answer.block.flip.get("linf")
+    if flip is None or flip.upper is None:
+        return None
+    return f"smallest flip L∞ ε={flip.upper:g}/255 ({flip.attack})"
+
+
 @router.post(
     "/explain",
     response_model=ExplainResponse,
@@ -217,7 +225,10 @@ async def explain(
     """Same image input as `/predict`. `method` gradcam|gradcam++, optional `class`, optional
     `attack` + `epsilon` (+ `steps`) to explain the adversarial image next to the clean one.
     The JSON answer carries base64 PNG overlays; `?format=png` or `Accept: image/png` returns
-    the overlays side by side as one PNG, with the model named in `X-Model*` headers.
+    the overlays side by side as one PNG, with the model named in `X-Model*` headers: tiles of
+    at least 512 px (or the image's size), each titled (clean/attacked, map, model, class
+    probability, ε), a colour bar, and the titles and tile boxes as JSON in an iTXt chunk
+    (keyword `medrobust:panel`).
     DICOM input is handled as by `/predict` (`allow_modality_mismatch`, `multiframe`).
     `robustness` adds the block as on `/predict`; with flip (or all) the adversarial overlays
     (and the PNG panel) show the image that flips the prediction at the smallest L∞ ε found.
@@ -230,7 +241,7 @@ async def explain(
             "for robustness=certify"
         )
     png = wants_png(format, request.headers.get("accept", ""))
-    refs = selected_refs(params, settings)
+    refs = selected_refs(params, registry)
     if png and len(refs) != 1:
         raise Unprocessable("a PNG panel explains one model: name one, or ask for JSON")
     attack = build_attack(params)
@@ -273,7 +284,7 @@ async def explain(
             "X-Top-Class": quote(result.prediction.top_class),
             "X-Overlays": ",".join(result.overlays),
         }
-        panel = await asyncio.to_thread(result.panel_png)
+        panel = await asyncio.to_thread(result.panel_png, _flip_title(answers[0]))
         return Response(panel, media_type="image/png", headers=headers)
     return ExplainResponse(
         image=ImageInfo.of(upload),

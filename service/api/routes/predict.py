@@ -98,7 +98,7 @@ async def predict(
     """
     upload, params = await parse_image_request(request, settings, PredictParams)
     check_limits(params, settings)
-    refs = selected_refs(params, settings)
+    refs = selected_refs(params, registry)
     served = [await registry.get(ref) for ref in refs]
     accepts = [(s.ref, s.manifest.accepts) for s in served]
     check_accepted(upload, accepts, params.allow_modality_mismatch)
@@ -123,5 +123,7 @@ async def predict(
         registry.metrics.predictions.labels(model.ref).inc()
         prediction = prediction_from_probabilities(model.manifest, row)
         robustness = None if block is None else block.block
-        predictions.append(ModelPrediction.of(prediction, ref, model.manifest, robustness))
+        predictions.append(
+            ModelPrediction.of(prediction, ref, model.manifest, robustness, model.forward)
+        )
     return PredictResponse(image=ImageInfo.of(upload), predictions=predictions)

@@ -24,9 +24,10 @@ MODEL_NAMES = ("baseline", "attention-paper", "attention-datta-reference")
 
 
 def probe(model: keras.Model, pixels: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Every gradient-dependent output for one model: logits, input gradients, FGSM and PGD
-    images and the logits there, Grad-CAM and Grad-CAM++ maps (explicit and predicted classes),
-    attention maps."""
+    """Every gradient-dependent output for one model: logits, input gradients, FGSM, PGD and
+    APGD-CE images and the logits there (each APGD iteration, step-size bookkeeping included, is
+    one compiled call on the backend), Grad-CAM and Grad-CAM++ maps (explicit and predicted
+    classes), attention maps."""
     onehot = np.eye(int(model.output.shape[-1]), dtype=np.float32)[labels]
     input_gradient, _ = gradients.loss_input_gradient(model, pixels, onehot)
     out = {
@@ -35,8 +36,10 @@ def probe(model: keras.Model, pixels: np.ndarray, labels: np.ndarray) -> dict[st
         "fgsm": make_attack("fgsm", epsilon=2.0).generate(model, pixels, labels),
         # random start: per-sample numpy seeds, the same on both backends
         "pgd": make_attack("pgd", epsilon=2.0, steps=2).generate(model, pixels, labels),
+        # 5 steps: checkpoints at iterations 2 and 3, so a step-size halving can happen
+        "apgd_ce": make_attack("apgd_ce", epsilon=2.0, steps=5).generate(model, pixels, labels),
     }
-    for attack in ("fgsm", "pgd"):
+    for attack in ("fgsm", "pgd", "apgd_ce"):
         out[f"{attack}_logits"] = gradients.logits(model, out[attack])
     for method in ("gradcam", "gradcam++"):
         predicted = get_method(method)(model, pixels)

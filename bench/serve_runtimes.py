@@ -1,0 +1,202 @@
+"""Serving runtimes vs Keras fp32: batch-1 latency, batch-16 throughput, top-1 agreement.
+
+For each architecture and input size, a ResNet-50 (``weights=None``: speed does not depend on the
+weights) is stored in a temporary model store and loaded back as the API loads it; each runtime of
+``training.runtimes`` is derived from that stored model (the OpenVINO IR converted and cached next
+to it). Top-1 agreement with Keras fp32 is measured on real HAM10000 test images, prepared as
+serving prepares them; the logits bias is first centred on those images so an untrained network
+spreads its predictions over the classes instead of answering one class for every image (which
+would make agreement trivially 100 %). The smallest top-1/top-2 probability gap is printed, since
+agreement means little when the model is certain of everything.
+
+Timing is interleaved: every round times every runtime in turn (batch-1 latency: the median of
+``--calls`` single-image calls; batch-16: images/s over ``--calls`` full batches), so load from
+other processes on a shared machine falls on all runtimes alike. The row reports the median over
+rounds and the ratio to Keras fp32 of the same round. The machine's load average is printed; the
+issue's goals (best runtime ≥ 2× Keras fp32 at 224 px, batch-1 latency below Keras fp32's) are
+judged on a quiet machine.
+
+    .venv/bin/python bench/serve_runtimes.py                     # 224 and 64 px, both models
+    .venv/bin/python bench/serve_runtimes.py --sizes 64 --rounds 2 --calls 3 --images 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training.architecture import ArchitectureConfig
+from training.data import load_ham10000
+from training.data.registry import data_dir
+from training.models import LOGITS_LAYER, build_from_config
+from training.preprocess import PreprocessConfig, prepare_batch, read_image
+from training.runtimes import KERAS, KERAS_BF16, OPENVINO, keras_fp32, runtime_dir
+from training.runtimes.bf16 import keras_bf16
+from training.runtimes.openvino_ir import ensure_ir, openvino_forward
+from training.runtimes.parity import check_parity
+from training.store import LoadedModel, ModelStore
+
+Forward = Callable[[np.ndarray], np.ndarray]
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def ham_test_images(count: int) -> list[np.ndarray]:
+    """``count`` HAM10000 test-split images, spread over the split, decoded at 200×150."""
+    ham = load_ham10000(data_dir() / "ham10000_200x150")
+    test = np.flatnonzero(ham.source_split == "test")
+    picked = test[np.linspace(0, len(test) - 1, count).round().astype(int)]
+    return [read_image(ham.paths[i]) for i in picked]
+
+
+def stored_model(
+    store: ModelStore, architecture: str, size: int, pixels: np.ndarray
+) -> LoadedModel:
+    """An untrained ResNet-50 whose logits are centred on ``pixels``, stored and loaded back."""
+    keras.utils.set_random_seed(0)
+    config = ArchitectureConfig(
+        architecture=architecture, num_classes=len(CLASSES), input_size=size
+    )
+    model = build_from_config(config)
+    layer = model.get_layer(LOGITS_LAYER)
+    kernel, bias = layer.get_weights()
+    logits = np.log(keras_fp32(model)(pixels[:32]) + 1e-12)
+    layer.set_weights([kernel, bias - logits.mean(axis=0)])
+    name = f"{architecture}-{size}"
+    store.save(model, name, config, PreprocessConfig(input_size=size), CLASSES)
+    return store.load(name)
+
+
+def runtimes_for(loaded: LoadedModel, root: Path, names: list[str]) -> dict[str, Forward]:
+    """Keras fp32 plus each named runtime, derived from the stored model as serving derives it."""
+    forwards: dict[str, Forward] = {KERAS: keras_fp32(loaded.model)}
+    model_dir = root / loaded.manifest.name / str(loaded.manifest.version)
+    for name in names:
+        if name == OPENVINO:
+            started = time.perf_counter()
+            directory = runtime_dir(model_dir, OPENVINO)
+            ensure_ir(loaded.model, loaded.manifest.weights_sha256, directory)
+            forwards[name] = openvino_forward(directory)
+            print(f"  openvino IR converted in {time.perf_counter() - started:.1f} s")
+        elif name == KERAS_BF16:
+            forwards[name] = keras_bf16(loaded.model)
+        else:
+            raise SystemExit(f"unknown runtime {name!r}")
+    return forwards
+
+
+def latency_ms(forward: Forward, image: np.ndarray, calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        forward(image)
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def throughput(forward: Forward, batch: np.ndarray, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        forward(batch)
+    return calls * len(batch) / (time.perf_counter() - started)
+
+
+def bench_case(
+    args: argparse.Namespace, architecture: str, size: int, images: list[np.ndarray], root: Path
+) -> list[dict[str, object]]:
+    pixels = prepare_batch(images, PreprocessConfig(input_size=size))
+    loaded = stored_model(ModelStore(root), architecture, size, pixels)
+    forwards = runtimes_for(loaded, root, args.runtimes)
+    batch = np.resize(pixels, (args.batch, *pixels.shape[1:]))
+    for forward in forwards.values():  # warm up: graph tracing, IR compilation, both shapes
+        forward(pixels[:1]), forward(batch)
+
+    reference = forwards[KERAS](pixels)
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    gap = float((top2[:, 1] - top2[:, 0]).min())
+    print(
+        f"  keras fp32 predicts {len(np.unique(reference.argmax(1)))} classes over "
+        f"{len(pixels)} images; smallest top-1/top-2 gap {gap:.2g}"
+    )
+    lat: dict[str, list[float]] = {name: [] for name in forwards}
+    ips: dict[str, list[float]] = {name: [] for name in forwards}
+    names = list(forwards)
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            lat[name].append(latency_ms(forwards[name], pixels[:1], args.calls))
+            ips[name].append(throughput(forwards[name], batch, args.calls))
+
+    rows = []
+    for name, forward in forwards.items():
+        parity = check_parity(name, forwards[KERAS], forward, pixels, "HAM10000 test")
+        rows.append(
+            {
+                "architecture": architecture,
+                "size": size,
+                "runtime": name,
+                "batch1_latency_ms": statistics.median(lat[name]),
+                "latency_vs_keras": statistics.median(
+                    a / b for a, b in zip(lat[name], lat[KERAS], strict=True)
+                ),
+                f"batch{args.batch}_images_per_s": statistics.median(ips[name]),
+                "throughput_vs_keras": statistics.median(
+                    a / b for a, b in zip(ips[name], ips[KERAS], strict=True)
+                ),
+                "top1_agreement": parity.top1_agreement,
+                "max_abs_probability_diff": parity.max_abs_probability_diff,
+                "images": parity.images,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[224, 64])
+    parser.add_argument(
+        "--architectures", type=lambda s: s.split(","), default=["baseline", "attention"]
+    )
+    parser.add_argument("--runtimes", type=lambda s: s.split(","), default=[KERAS_BF16, OPENVINO])
+    parser.add_argument("--images", type=int, default=256, help="real images for agreement")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=5, help="calls per runtime per round")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+
+    print(f"load average at start: {os.getloadavg()}; {os.cpu_count()} CPUs")
+    images = ham_test_images(args.images)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="serve-runtimes-") as tmp:
+        for size in args.sizes:
+            for architecture in args.architectures:
+                print(f"{architecture} @ {size} px")
+                rows += bench_case(args, architecture, size, images, Path(tmp))
+    print(f"load average at end: {os.getloadavg()}")
+    header = (
+        f"{'arch':<10}{'px':>5} {'runtime':<11}{'b1 ms':>9}{'×keras':>8}"
+        f"{'b' + str(args.batch) + ' img/s':>11}{'×keras':>8}{'top-1':>8}{'max|Δp|':>10}"
+    )
+    print(header)
+    for row in rows:
+        print(
+            f"{row['architecture']:<10}{row['size']:>5} {row['runtime']:<11}"
+            f"{row['batch1_latency_ms']:>9.1f}{row['latency_vs_keras']:>8.2f}"
+            f"{row[f'batch{args.batch}_images_per_s']:>11.1f}{row['throughput_vs_keras']:>8.2f}"
+            f"{row['top1_agreement']:>8.3f}{row['max_abs_probability_diff']:>10.2g}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+// Analyse page: one image (PNG, JPEG or DICOM) through POST /explain (or /predict for a token
+// without the explain scope), one card per model side by side; the attack toggle reruns
+// /explain with attack + ε and shows the attacked image's prediction and maps.
+import { ApiError, request } from "./api.js";
+import { $, $$, h, percent, say } from "./dom.js";
+import { defaultRefs, modelCheckboxes, refChoices } from "./models.js";
+
+const MAP_NAMES = { gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", attention: "Attention" };
+let context = null;
+let upload = null; // {file, preview: object URL or null (DICOM has none the browser can show)}
+let clean = null; // the clean answer for the current image and options
+let sequence = 0; // answers to superseded requests are dropped
+
+const number = (x) => (Math.round(x * 100) / 100).toString();
+const canExplain = () => context.session.scopes.includes("explain");
+const canPredict = () => context.session.scopes.includes("predict");
+const view = () => $("input[name=view]:checked").value;
+
+function chooseFile(file) {
+  if (upload?.preview) URL.revokeObjectURL(upload.preview);
+  const previewable = /^image\/(png|jpeg)$/.test(file.type);
+  upload = { file, preview: previewable ? URL.createObjectURL(file) : null };
+  clean = null;
+}
+
+function formFor(attacked) {
+  const form = new FormData();
+  form.append("image", upload.file, upload.file.name);
+  for (const box of $$("#model-options input:checked")) form.append("models", box.value);
+  form.append("allow_modality_mismatch", $("#allow-mismatch").checked ? "true" : "false");
+  if (!canExplain()) {
+    form.append("robustness", $("#robustness").value);
+    return form;
+  }
+  form.append("method", $("#method").value);
+  if (attacked) {
+    form.append("attack", $("#attack").value);
+    form.append("epsilon", $("#epsilon").value);
+    // a flip search explains its own adversarial image: with an attack only certify combines
+    if ($("#robustness").value === "certify") form.append("robustness", "certify");
+  } else {
+    form.append("robustness", $("#robustness").value);
+  }
+  return form;
+}
+
+async function run(attacked) {
+  if (!upload) return;
+  if (!$$("#model-options input:checked").length) {
+    say($("#analyse-error"), "Choose at least one model.");
+    return;
+  }
+  const mine = ++sequence;
+  const path = canExplain() ? "/explain" : "/predict";
+  say($("#analyse-error"), "");
+  $("#mismatch")?.remove();
+  say($("#analyse-busy"), attacked ? `Attacking with ${$("#attack").value} at ε=${$("#epsilon").value}/255…` : "Analysing…");
+  $("#analyse-run").disabled = true;
+  try {
+    const answer = await (await request(path, { method: "POST", form: formFor(attacked) })).json();
+    if (mine !== sequence) return;
+    if (!attacked) clean = answer;
+    render(answer, attacked);
+    $("#attack-panel").disabled = !canExplain();
+  } catch (error) {
+    if (mine !== sequence) return;
+    showError(error, attacked);
+  } finally {
+    if (mine === sequence) {
+      say($("#analyse-busy"), "");
+      $("#analyse-run").disabled = false;
+    }
+  }
+}
+
+function showError(error, attacked) {
+  const mismatch = error instanceof ApiError && error.status === 422 && /allow_modality_mismatch/.test(error.message);
+  if (!mismatch) {
+    say($("#analyse-error"), error.message);
+    return;
+  }
+  $("#results").replaceChildren();
+  $("#image-info").replaceChildren();
+  const override = h("button", { type: "button", id: "override" }, "Run anyway (override)");
+  override.addEventListener("click", () => {
+    $("#allow-mismatch").checked = true;
+    run(attacked);
+  });
+  $("#image-info").before(h("div", { class: "mismatch", id: "mismatch", role: "alert" },
+    h("p", {}, h("strong", {}, "A model does not accept this image. "), error.message),
+    override));
+}
+
+function imageInfo(image) {
+  const rows = [["Format", image.format], ["Size", `${image.width} × ${image.height} px`]];
+  if (image.frames > 1) rows.push(["Frames", `${image.frames} (the first is analysed)`]);
+  if (image.dicom) {
+    rows.push(["SOP Instance UID", image.dicom.sop_instance_uid ?? "—"],
+      ["Modality", image.dicom.modality ?? "—"], ["Body part", image.dicom.body_part_examined ?? "not recorded"]);
+  }
+  const list = h("dl", {}, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k }, v)]));
+  const note = image.format === "dicom"
+    ? h("p", { class: "hint" }, "Rendered as the service does: Modality LUT, VOI LUT or window, MONOCHROME1 inverted.")
+    : null;
+  return h("div", { class: "panel info" }, list, note);
+}
+
+function bars(prediction, kind) {
+  const rows = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]);
+  return h("div", { class: `bars ${kind}`, role: "list", "aria-label": `${kind} class probabilities` },
+    rows.map(([name, p]) => {
+      const fill = h("span", { class: "fill" });
+      fill.style.width = `${(100 * p).toFixed(1)}%`;
+      return h("div", { class: `bar${name === prediction.top_class ? " winner" : ""}`, role: "listitem", "data-class": name, "data-probability": p },
+        h("span", { class: "name" }, name), h("span", { class: "track", "aria-hidden": "true" }, fill),
+        h("span", { class: "value" }, percent(p)));
+    }));
+}
+
+function trustWords(block) {
+  const said = [];
+  const linf = block.flip?.linf;
+  const l2 = block.flip?.l2;
+  if (linf) {
+    said.push(linf.upper == null
+      ? `No change found up to ${number(linf.lower)}/255 per pixel (L∞): searched, not proven.`
+      : `This prediction changes (${linf.clean_class} → ${linf.found_class}) under a perturbation of ${number(linf.upper)}/255 per pixel (L∞)`
+        + (linf.lower > 0 ? `; it held at ${number(linf.lower)}/255.` : "."));
+  }
+  if (l2) {
+    said.push(l2.upper == null
+      ? `No change found up to an L2 perturbation of ${number(l2.lower)}.`
+      : `An L2 perturbation of ${number(l2.upper)} (pixel units) changes it too.`);
+  }
+  const c = block.certified;
+  if (c) {
+    said.push(c.smoothed_class === "abstain" || c.radius <= 0
+      ? `Not certified at any radius: the smoothed classifier (σ=${number(c.sigma)}) ${c.smoothed_class === "abstain" ? "abstains" : "is unsure"}.`
+      : `Certified stable up to L2 radius ${number(c.radius)} (pixel units; randomized smoothing, σ=${number(c.sigma)}, class ${c.smoothed_class}).`);
+    if (c.warning) said.push(`Note: ${c.warning}`);
+  }
+  return h("div", { class: "trust" }, h("h4", {}, "How far to trust it"), said.map((t) => h("p", {}, t)));
+}
+
+function overlays(explanation, attacked) {
+  const keys = Object.keys(explanation.overlays).filter((k) => k !== "adversarial_image"
+    && k.endsWith("_adversarial") === attacked);
+  const base = attacked && explanation.overlays.adversarial_image
+    ? `data:image/png;base64,${explanation.overlays.adversarial_image}` : upload.preview;
+  const figures = keys.map((key) => {
+    const name = key.replace(/_adversarial$/, "");
+    const caption = `${MAP_NAMES[name] ?? name}${attacked ? " (attacked image)" : ""}`;
+    return h("figure", {},
+      h("div", { class: "stack" },
+        base ? h("img", { class: "base", src: base, alt: "" }) : null,
+        h("img", { class: "overlay", src: `data:image/png;base64,${explanation.overlays[key]}`, alt: `${caption} overlay of ${explanation.ref}`, "data-overlay": key })),
+      h("figcaption", {}, caption));
+  });
+  return h("div", { class: "overlays" }, figures);
+}
+
+function opacitySlider(card, id) {
+  const slider = h("input", { type: "range", id, min: "0", max: "100", value: "100" });
+  slider.addEventListener("input", () => {
+    for (const img of $$("img.overlay", card)) img.style.opacity = String(slider.value / 100);
+  });
+  return h("div", { class: "field opacity" }, h("label", { for: id }, "Overlay opacity (0: the image alone)"), slider);
+}
+
+function card(result, index, attacked) {
+  const prediction = result.prediction ?? result; // /explain nests it; /predict is flat
+  const adversarial = attacked ? result.adversarial_prediction : null;
+  const element = h("article", { class: "card", "data-ref": result.ref, "data-view": attacked ? "attacked" : "clean" },
+    h("h3", {}, result.ref),
+    h("p", { class: "ident" }, `${prediction.model} v${prediction.version} · ${prediction.architecture} · weights sha256 `,
+      h("code", { class: "sha" }, prediction.weights_sha256)),
+    h("p", { class: "verdict" }, `Predicts ${prediction.top_class} (${percent(prediction.top_probability)})`),
+    bars(prediction, "clean"));
+  if (adversarial) {
+    const changed = adversarial.top_class !== prediction.top_class;
+    const a = result.attack ?? {};
+    const how = a.name ? `${a.name} ε=${number(a.epsilon ?? Number($("#epsilon").value))}/255` : "the smallest flip found";
+    element.append(
+      h("p", { class: "verdict attacked" }, `Attacked (${how}): ${adversarial.top_class} (${percent(adversarial.top_probability)}) — `
+        + (changed ? "the prediction changed" : "the prediction held")),
+      bars(adversarial, "adversarial"));
+  }
+  if (result.overlays) {
+    element.append(overlays(result, attacked), opacitySlider(element, `opacity-${index}`));
+  }
+  const c = attacked ? result.comparison : null;
+  if (c && c.pearson != null) {
+    element.append(h("p", { class: "hint" }, `Map moved: correlation ${number(c.pearson)}, top-region IoU ${number(c.top_iou ?? 0)}, shift ${number(c.shift_px ?? 0)} px.`));
+  }
+  const robustness = result.robustness ?? prediction.robustness;
+  if (robustness) element.append(trustWords(robustness));
+  return element;
+}
+
+function render(answer, attacked) {
+  $("#image-info").replaceChildren(imageInfo(answer.image));
+  const results = answer.explanations ?? answer.predictions;
+  $("#results").replaceChildren(...results.map((r, i) => card(r, i, attacked)));
+}
+
+function onView() {
+  if (view() === "attacked") run(true);
+  else if (clean) render(clean, false);
+}
+
+export function init(ctx) {
+  context = ctx;
+  const choices = refChoices(ctx.catalog);
+  modelCheckboxes($("#model-options"), choices, defaultRefs(choices, ctx.session.default_models), "model");
+  $("#attack").replaceChildren(...ctx.session.attacks.map((name) => h("option", { value: name }, name.toUpperCase())));
+  if (ctx.session.attacks.includes("fgsm")) $("#attack").value = "fgsm";
+  const input = $("#image");
+  input.addEventListener("change", () => input.files[0] && chooseFile(input.files[0]));
+  const drop = $("#drop");
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    if (event.dataTransfer.files.length) {
+      input.files = event.dataTransfer.files;
+      chooseFile(input.files[0]);
+    }
+  });
+  $("#analyse-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    $("#view-clean").checked = true;
+    run(false);
+  });
+  for (const radio of $$("input[name=view]")) radio.addEventListener("change", onView);
+  $("#epsilon").addEventListener("input", () => { $("#epsilon-value").textContent = $("#epsilon").value; });
+  $("#epsilon").addEventListener("change", () => view() === "attacked" && run(true));
+  $("#attack").addEventListener("change", () => view() === "attacked" && run(true));
+  if (!canExplain() && !canPredict()) {
+    $("#analyse-form").hidden = true;
+    say($("#analyse-error"), "This token has neither the predict nor the explain scope.");
+  }
+}

@@ -1,0 +1,133 @@
+"""A headless Chromium for the web viewer's tests: Debian's ``chromium`` driven by Selenium
+through Debian's ``chromedriver`` (``scripts/ensure-browser.sh`` installs both; `make test` runs
+it). The driver's path is passed explicitly, so Selenium Manager never runs and nothing is
+downloaded. :class:`Browser` keeps the browser console and the network (DevTools performance
+log) as the test goes, so a test can assert that no console error was logged and that no request
+left localhost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+WAIT_S = 120  # a CPU request to a 32-px ResNet-50 on a busy 2-core machine, with margin
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def require_browser() -> None:
+    """Skip (naming the fix) where the browser, its driver or Selenium is missing."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.skip(
+            f"no headless browser ({', '.join(missing)} missing): run scripts/ensure-browser.sh "
+            "as root (`make test` does), or apt-get install chromium chromium-driver"
+        )
+    pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[test]'")
+
+
+class Browser:
+    """One Chromium window; ``console`` and ``requests`` grow as :meth:`collect` drains logs."""
+
+    def __init__(self, width: int = 1280, height: int = 800) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for argument in (
+            "--headless=new",
+            "--no-sandbox",  # root in a container: Chromium's sandbox needs user namespaces
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            f"--window-size={width},{height}",
+        ):
+            options.add_argument(argument)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        service = Service(executable_path=str(CHROMEDRIVER), log_output=os.devnull)
+        self.driver = webdriver.Chrome(service=service, options=options)
+        self.resize(width, height)
+        self.console: list[dict[str, Any]] = []
+        self.requests: list[str] = []
+
+    def resize(self, width: int, height: int) -> None:
+        """Make the page's viewport (not the window around it) ``width`` × ``height``."""
+        self.driver.set_window_size(width, height)
+        outer_w, outer_h, inner_w, inner_h = self.driver.execute_script(
+            "return [outerWidth, outerHeight, innerWidth, innerHeight]"
+        )
+        self.driver.set_window_size(width + outer_w - inner_w, height + outer_h - inner_h)
+
+    def collect(self) -> None:
+        """Move the browser's console and network logs into ``console`` and ``requests``."""
+        self.console += self.driver.get_log("browser")
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                self.requests.append(message["params"]["request"]["url"])
+
+    def console_errors(self, allowed: Callable[[str], bool] = lambda _: False) -> list[str]:
+        self.collect()
+        severe = [e["message"] for e in self.console if e["level"] == "SEVERE"]
+        return [message for message in severe if not allowed(message)]
+
+    def remote_requests(self) -> list[str]:
+        """Requests to anything but this machine (data: and blob: URLs never leave it)."""
+        self.collect()
+        return [
+            url
+            for url in self.requests
+            if urlsplit(url).scheme not in ("data", "blob")
+            and urlsplit(url).hostname not in LOCAL_HOSTS
+        ]
+
+    def wait(self, condition: Callable[[Any], Any], timeout_s: float = WAIT_S) -> Any:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, timeout_s, poll_frequency=0.2).until(condition)
+
+    def find(self, css: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def find_all(self, css: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def shown(self, css: str) -> bool:
+        found = self.find_all(css)
+        return bool(found) and found[0].is_displayed()
+
+    def sign_in(self, url: str, token: str) -> None:
+        """Open the viewer, enter the token in its form, wait until its pages are built."""
+        self.driver.get(f"{url}/ui/")
+        self.wait(lambda _: self.shown("#token"))
+        self.find("#token").send_keys(token)
+        self.find("#login-form button[type=submit]").click()
+        self.wait(lambda _: self.find_all("body[data-ready]"))
+
+    def screenshot(self, name: str) -> Path:
+        """The window as docs/screenshots/<name>.png (the README shows them)."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        assert self.driver.save_screenshot(str(path)), path
+        return path
+
+    def quit(self) -> None:
+        self.driver.quit()

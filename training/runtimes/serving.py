@@ -1,0 +1,126 @@
+"""Choosing the forward pass that serves a stored model: derive, gate, fall back.
+
+``serving_forward`` is the one call a server makes per loaded model. For ``keras`` it returns the
+Keras fp32 forward pass. For any other runtime it derives the runtime's form of the model (the
+cached OpenVINO IR, the bf16 clone), runs the parity gate against Keras fp32 on the calibration
+images (the model's validation split unless the caller gives its own), records the result in the
+runtime's ``artefact.json`` and serves the runtime only if it passed. Anything short of that (no
+calibration images, a failed conversion, a failed gate) serves Keras fp32 and logs why: a
+deployment that asks for a faster runtime never gets wrong answers or no answers for it.
+
+An OpenVINO gate that already passed or failed on the same IR, calibration pixels and library
+versions is reused from the record instead of being run again at every start; the bf16 clone has no
+artefact of its own, so its gate runs at every load.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+
+from training.runtimes.artefact import ArtefactRecord, read_record, runtime_dir, write_record
+from training.runtimes.bf16 import keras_bf16
+from training.runtimes.calibration import (
+    Calibration,
+    CalibrationUnavailable,
+    validation_calibration,
+)
+from training.runtimes.forward import (
+    KERAS,
+    KERAS_BF16,
+    OPENVINO,
+    RUNTIMES,
+    Forward,
+    ServingForward,
+    keras_fp32,
+)
+from training.runtimes.openvino_ir import ensure_ir, openvino_forward
+from training.runtimes.parity import ParityReport, check_parity, pixels_sha256
+from training.store import LoadedModel
+
+log = logging.getLogger("training.runtimes")
+
+
+def _bf16_record(loaded: LoadedModel) -> ArtefactRecord:
+    return ArtefactRecord(
+        runtime=KERAS_BF16,
+        source_weights_sha256=loaded.manifest.weights_sha256,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        versions={"keras": keras.__version__, "backend": keras.backend.backend()},
+    )
+
+
+def _derive(loaded: LoadedModel, runtime: str, directory: Path) -> tuple[Forward, ArtefactRecord]:
+    """The runtime's forward pass and its record (the OpenVINO IR is converted or reused)."""
+    if runtime == OPENVINO:
+        record = ensure_ir(loaded.model, loaded.manifest.weights_sha256, directory)
+        return openvino_forward(directory), record
+    return keras_bf16(loaded.model), _bf16_record(loaded)
+
+
+def _recorded_gate(
+    runtime: str, record: ArtefactRecord, directory: Path, calibration: Calibration
+) -> ParityReport | None:
+    """The gate recorded for this very artefact (same IR bytes, made by the installed versions)
+    and calibration set, if any (OpenVINO only)."""
+    if runtime != OPENVINO:
+        return None
+    stored = read_record(directory)
+    if stored is None or stored.parity is None or stored.artefact_sha256 != record.artefact_sha256:
+        return None
+    parity = stored.parity
+    same_set = parity.calibration_sha256 == pixels_sha256(calibration.pixels)
+    return parity if same_set and parity.calibration == calibration.source else None
+
+
+def _fallback(loaded: LoadedModel, runtime: str, reason: str) -> ServingForward:
+    log.warning("%s: serving keras fp32 instead of %s: %s", loaded.manifest.ref, runtime, reason)
+    return ServingForward(KERAS, runtime, keras_fp32(loaded.model), fallback_reason=reason)
+
+
+def serving_forward(
+    loaded: LoadedModel,
+    runtime: str,
+    model_dir: Path,
+    calibration: Calibration | None = None,
+) -> ServingForward:
+    """The forward pass that serves ``loaded`` when ``runtime`` is asked for (see the module).
+
+    ``model_dir`` is the stored version's directory; ``calibration`` defaults to the model's own
+    validation split.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown serving runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
+    reference = keras_fp32(loaded.model)
+    if runtime == KERAS:
+        return ServingForward(KERAS, KERAS, reference)
+    if calibration is None:
+        try:
+            calibration = validation_calibration(loaded.manifest)
+        except CalibrationUnavailable as exc:
+            return _fallback(loaded, runtime, f"no calibration images for the parity gate: {exc}")
+    directory = runtime_dir(model_dir, runtime)
+    try:
+        candidate, record = _derive(loaded, runtime, directory)
+    except Exception as exc:  # a converter's failure must cost speed, never the service
+        return _fallback(loaded, runtime, f"{runtime} conversion failed: {exc}")
+    report = _recorded_gate(runtime, record, directory, calibration)
+    if report is None:
+        report = check_parity(runtime, reference, candidate, calibration.pixels, calibration.source)
+        write_record(directory, record.model_copy(update={"parity": report}))
+    log.info(
+        "%s: %s parity on %d %s images: top-1 agreement %.4f, max |Δp| %.3g (%s)",
+        loaded.manifest.ref,
+        runtime,
+        report.images,
+        report.calibration,
+        report.top1_agreement,
+        report.max_abs_probability_diff,
+        "passed" if report.passed else "failed",
+    )
+    if not report.passed:
+        return _fallback(loaded, runtime, f"parity gate failed: {report.reason()}")
+    return ServingForward(runtime, runtime, candidate, artefact_sha256=record.artefact_sha256)
