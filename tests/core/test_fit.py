@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
 from tests.support.training_specs import tiny_spec
-from training.fit import STATE_FILE, ProgressEvent, inverse_frequency_weights, train
+from training.fit import (
+    LAST_CHECKPOINT,
+    STATE_FILE,
+    ProgressEvent,
+    inverse_frequency_weights,
+    train,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +58,13 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_images, t
     assert result.epochs_run == 3
     assert result.history["val_loss"][0] == saved["history"]["val_loss"][0]
     assert len(result.history["val_loss"]) == 3
-    # the optimizer state came back too: 2 steps per epoch, 3 epochs in all
-    assert int(result.model.optimizer.iterations.numpy()) == 6
+    # The optimizer state came back too: the last checkpoint (end of epoch 3) counts 2 steps per
+    # epoch for all 3 epochs (4 had the resume restarted Adam). Not the returned model's count:
+    # it is restored to the best epoch's weights file, optimizer included, and which epoch is
+    # best on 8 images depends on the CPU's rounding.
+    last = keras.saving.load_model(tmp_path / LAST_CHECKPOINT, safe_mode=True)
+    assert int(last.optimizer.iterations.numpy()) == 6
+    assert int(result.model.optimizer.iterations.numpy()) == 2 * result.best_epoch
 
 
 def test_early_stopping_stops_after_patience_and_restores_the_best_epoch(

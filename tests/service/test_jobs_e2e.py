@@ -254,8 +254,11 @@ def test_cancel_queued_and_running_jobs(
 
 
 def test_idempotency_key_returns_the_same_job(stack: Stack) -> None:
-    empty = stack.root / "data" / "no-classes"  # inside the data root: outside would be a 422
-    empty.mkdir()
+    # inside the data root (outside would be a 422), with class folders (none would be a 422 at
+    # submission) that hold no image: a dataset only the worker's full load can refuse
+    empty = stack.root / "data" / "no-images"
+    for name in ("a", "b"):
+        (empty / name).mkdir(parents=True)
     spec = training_spec("idem", empty)
     headers = {"Idempotency-Key": f"idem-{time.time()}"}
     with stack.client() as client:
@@ -266,10 +269,10 @@ def test_idempotency_key_returns_the_same_job(stack: Stack) -> None:
         assert second.json()["created"] is False
         other = client.post("/jobs/training", json={**spec, "name": "idem2"}, headers=headers)
         assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
-        # the dataset has no class folders: the job fails on the worker, once, without retries
+        # the class folders hold no image: the job fails on the worker, once, without retries
         job = stack.wait_job(first.json()["job_id"], timeout_s=120)
     assert job["state"] == "failed" and job["attempts"] == 1
-    assert "no class sub-folders" in job["error"]
+    assert "class folder holds no image" in job["error"]
 
 
 def attack(name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_an_unreachable_broker_fails_the_job_instead_of_losing_it(tmp_path: Path
     from training.config import TrainingSpec
 
     data = tmp_path / "data"
-    data.mkdir()
+    (data / "a").mkdir(parents=True)  # a class folder: the submission-time check passes
     settings = _settings(tmp_path, redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
     runtime = JobRuntime(settings, sweep=False)
     try:
@@ -139,7 +139,8 @@ def test_submissions_that_cannot_run_are_refused_before_they_are_recorded(
             }
         )
 
-    (tmp_path / "data").mkdir()
+    for name in ("a", "b"):  # class folders: the dataset passes, each case fails on its own
+        (tmp_path / "data" / name).mkdir(parents=True)
     with pytest.raises(JobSpecError, match="not found"):
         runtime.submit_training(training(str(tmp_path / "data" / "missing")))
     with pytest.raises(JobSpecError, match="inside the data root"):

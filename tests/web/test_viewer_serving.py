@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.config import Settings
 from service.web.router import STATIC
+from training.task_defaults import TASKS_FILE, set_task_default
 
 TOKENS = {"all": ["predict", "explain", "jobs", "admin"], "look": ["predict"]}
 
@@ -91,3 +92,17 @@ def test_session_without_a_token_only_says_one_is_needed_and_a_wrong_one_is_401(
         "pacs": [],
     }
     assert client.get("/session", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_session_lists_the_stores_task_defaults_under_the_configured_ones(client):
+    """A default set in the store (``medrobust models default``, the quickstart) reaches the
+    viewer without a restart; a configured default for the same task still wins."""
+    store_root = client.app.state.models.store.root
+    set_task_default(store_root, "cxr", "cxr:production")
+    set_task_default(store_root, "derm", "derm-baseline:1")
+    try:
+        body = client.get("/session", headers={"Authorization": "Bearer look"}).json()
+    finally:
+        (store_root / TASKS_FILE).unlink()
+
+    assert body["default_models"] == {"cxr": "cxr:production", "derm": "derm:production"}

@@ -1,10 +1,10 @@
 """``GET /session``: who the caller is and what this server offers, for clients that adapt to it.
 
 The web viewer asks once after a token is entered: the token's scopes decide which controls it
-shows (a token without ``jobs`` sees no job forms), and the configured task defaults and attacks
-fill its forms. A control hidden by the viewer is still refused by the route behind it; this only
-spares a user buttons that would answer 403. The answer names the token by its fingerprint, never
-its value.
+shows (a token without ``jobs`` sees no job forms), and the task defaults (the store's, under the
+configured ones, as a request's ``"task"`` resolves them) and attacks fill its forms. A control
+hidden by the viewer is still refused by the route behind it; this only spares a user buttons
+that would answer 403. The answer names the token by its fingerprint, never its value.
 
 Without a token the route still answers 200, with no scopes and ``authenticated`` false, so a
 client learns that it must ask for one without provoking an error; an invalid token is 401.
@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from service.api.auth import authenticate
-from service.api.deps import SettingsDep
+from service.api.deps import RegistryDep, SettingsDep
 from service.api.errors import ErrorResponse
 from training.attacks import available_attacks
 
@@ -47,6 +47,7 @@ class SessionInfo(BaseModel):
 )
 def session(
     settings: SettingsDep,
+    registry: RegistryDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> SessionInfo:
     if credentials is None and settings.api_tokens:
@@ -65,7 +66,7 @@ def session(
         token_id=caller.token_id,
         scopes=sorted(caller.scopes),
         auth_required=bool(settings.api_tokens),
-        default_models=dict(settings.default_models),
+        default_models=registry.task_defaults(),
         attacks=available_attacks(),
         pacs=sorted(settings.pacs_dicomweb),
     )
