@@ -96,9 +96,18 @@ class Browser:
         ]
 
     def wait(self, condition: Callable[[Any], Any], timeout_s: float = WAIT_S) -> Any:
+        """Poll ``condition`` until it is truthy. An element the page re-rendered between being
+        found and being read (the job list redraws every 1.5 s) counts as "not yet", not as a
+        failure: the next poll finds the new one."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout_s, poll_frequency=0.2).until(condition)
+        return WebDriverWait(
+            self.driver,
+            timeout_s,
+            poll_frequency=0.2,
+            ignored_exceptions=[StaleElementReferenceException],
+        ).until(condition)
 
     def find(self, css: str) -> Any:
         from selenium.webdriver.common.by import By
