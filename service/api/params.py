@@ -38,7 +38,7 @@ def _split_refs(value: Any) -> Any:
 
 class ModelSelection(BaseModel):
     """Which models answer: ``models`` (refs ``name``, ``name:version``, ``name:alias``), or a
-    ``task`` whose configured default model answers (``settings.default_models``)."""
+    ``task`` whose default model answers (``settings.default_models``, else the store's)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     #: fields a multipart body may repeat (every other field: its last value counts)
@@ -53,7 +53,12 @@ class ModelSelection(BaseModel):
         ),
     ] = None
     task: str | None = Field(
-        None, max_length=64, description="use the task's default model (settings.default_models)"
+        None,
+        max_length=64,
+        description=(
+            "use the task's default model (MEDROBUST_DEFAULT_MODELS, else the store's, set by "
+            "`medrobust models default` or the quickstart)"
+        ),
     )
 
 
