@@ -11,31 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 
 import keras
 import numpy as np
+from interleaved import interleaved_medians
 
 from training import gradients
 from training.explain import GradCAM, GradCAMPlusPlus
 from training.models import build_model
-
-
-def _interleaved_median_ms(calls: dict[str, Callable[[], object]], rounds: int) -> dict:
-    """Median ms per call, alternating the calls round by round so that load from other
-    processes on this shared machine falls on all of them alike."""
-    for call in calls.values():
-        call()
-        call()  # warm-up: compile and allocate
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -50,15 +33,16 @@ def main() -> None:
         model = build_model(architecture, num_classes=7, input_size=args.size)
         image = np.random.default_rng(0).uniform(0, 255, (1, args.size, args.size, 3))
         image = image.astype(np.float32)
-        ms = _interleaved_median_ms(
+        seconds = interleaved_medians(
             {
                 "predict": lambda m=model, x=image: gradients.logits(m, x),
                 "gradcam": lambda m=model, x=image: GradCAM().explain(m, x),
                 "gradcam++": lambda m=model, x=image: GradCAMPlusPlus().explain(m, x),
             },
             args.calls,
+            warmups=2,
         )
-        predict, cam, campp = ms["predict"], ms["gradcam"], ms["gradcam++"]
+        predict, cam, campp = (1000 * seconds[k] for k in ("predict", "gradcam", "gradcam++"))
         results[architecture] = {
             "predict_ms": round(predict, 2),
             "gradcam_ms": round(cam, 2),

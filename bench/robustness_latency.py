@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
 import cv2
 import keras
 import numpy as np
+from interleaved import interleaved_medians
 
 from training import gradients
 from training.data import load_ham10000
@@ -54,15 +54,7 @@ def certify_ratio(n: int, n0: int, batch_size: int, rounds: int) -> dict:
         "certify": lambda: certify(model, x, spec),
         "raw": lambda: _raw_forwards(model, x, n0 + n, batch_size),
     }
-    for call in calls.values():
-        call()  # warm-up: compile both batch shapes
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    median = interleaved_medians(calls, rounds)  # the warm-up compiles both batch shapes
     return {
         "model": f"resnet50 baseline {SIZE}px",
         "n0": n0,

@@ -21,9 +21,11 @@ import argparse
 import json
 import statistics
 import time
+from functools import partial
 
 import keras
 import numpy as np
+from interleaved import interleaved_medians
 
 from training import defenses
 from training.config import TrainConfig
@@ -109,24 +111,17 @@ def _defended_epochs(
     count = min(args.defense_images, len(pixels)) // args.batch_size
     weights = np.ones(args.batch_size, np.float32)
 
-    def epoch(name: str) -> float:
+    def epoch(name: str) -> None:
         model, config = models[name], recipes[name]
-        start = time.perf_counter()
         for batch in range(count):
             rows = slice(batch * args.batch_size, (batch + 1) * args.batch_size)
             x, y, w = defenses.defended_batch(
                 model, config, pixels[rows], onehot[rows], weights, 0, batch, count
             )
             model.train_on_batch(x, y, sample_weight=w)
-        return time.perf_counter() - start
 
-    for name in recipes:  # warm-up: compiles every function a recipe uses
-        epoch(name)
-    rounds: dict[str, list[float]] = {name: [] for name in recipes}
-    for _ in range(args.epochs):  # interleaved, so load from other processes falls on all alike
-        for name in recipes:
-            rounds[name].append(epoch(name))
-    seconds = {name: statistics.median(values) for name, values in rounds.items()}
+    # the warm-up epoch compiles every function a recipe uses
+    seconds = interleaved_medians({name: partial(epoch, name) for name in recipes}, args.epochs)
     ratios = {name: seconds[name] / seconds["clean"] for name in ("pgd", "trades")}
     ideal = {"pgd": steps + 1, "trades": steps + 2}
     return {

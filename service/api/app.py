@@ -93,5 +93,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(jobs_routes.router)
-    app.include_router(web.router)  # the viewer at /ui/ (service/web) and its /session
+    app.include_router(web.router)  # the viewer at /ui/ (service/web), /session and /pacs
     return app

@@ -35,6 +35,7 @@ from training.dicom import (
 )
 from training.model_ref import ModelRefError
 from training.store import IntegrityError, ModelStoreError
+from training.task_defaults import REPAIR, TASKS_FILE, TaskDefaultsFileError
 
 log = logging.getLogger("service.api")
 
@@ -126,6 +127,11 @@ IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
         "file, Rescale / Window values that are not finite, or a Modality / Body Part the "
         "model does not accept",
     },
+    503: {
+        "model": ErrorResponse,
+        "description": "the model store's task defaults file is unreadable, for a request that "
+        "names only a task (one naming its models is served); a trust block past its time budget",
+    },
 }
 
 # training.dicom's refusals: 400 the bytes are not a readable DICOM file, 415 this server lacks
@@ -191,6 +197,25 @@ async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
     return _json(500, f"the stored model failed its integrity check: {exc}")
 
 
+def unreadable_task_defaults(exc: TaskDefaultsFileError) -> str:
+    """What a client is told about an unreadable task defaults file: the file as the store's,
+    not by its server path (answers never show where the service keeps its files), the fix,
+    and that naming the model still works."""
+    return (
+        f"the model store's task defaults file <store>/{TASKS_FILE} is unreadable "
+        f"({exc.problem}): an administrator must {REPAIR}; meanwhile name the model(s) with "
+        "'models'"
+    )
+
+
+async def _task_defaults_file_error(_: Request, exc: Exception) -> JSONResponse:
+    # 503, not 4xx: the request is fine and the server cannot answer it until someone repairs
+    # the store; not 500: nothing is wrong with the code, and the answer says what to do
+    assert isinstance(exc, TaskDefaultsFileError)
+    log.error("%s", exc)  # the server's log names the real path
+    return _json(503, unreadable_task_defaults(exc))
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -228,6 +253,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EnqueueError, _enqueue_error)
     app.add_exception_handler(AttackError, _attack_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(TaskDefaultsFileError, _task_defaults_file_error)
     app.add_exception_handler(DicomInputError, _dicom_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)

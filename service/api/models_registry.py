@@ -30,7 +30,7 @@ from service.config import Settings
 from training.model_ref import NAME_PATTERN, ModelRef
 from training.runtimes import ServingForward, serving_forward
 from training.store import LoadedModel, ModelManifest, ModelStore, ModelStoreError
-from training.task_defaults import read_task_defaults
+from training.task_defaults import TaskDefaultsFileError, read_task_defaults
 
 log = logging.getLogger("service.api.models")
 
@@ -95,7 +95,14 @@ class ModelRegistry:
         """Refs to load at start-up and whether they were configured explicitly."""
         if self.settings.preload_models:
             return list(self.settings.preload_models), True
-        refs = list(self.store.names()) + list(self.task_defaults().values())
+        try:
+            defaults = self.task_defaults()
+        except TaskDefaultsFileError as exc:
+            # a corrupt defaults file must not stop the API: requests naming models still work,
+            # and task requests answer 503 with the fix (service/api/errors.py)
+            log.error("%s; starting without the store's task defaults", exc)
+            defaults = dict(self.settings.default_models)
+        refs = list(self.store.names()) + list(defaults.values())
         return list(dict.fromkeys(refs)), False
 
     async def start(self) -> None:

@@ -11,6 +11,10 @@ Re-runs are idempotent: the result objects' UIDs derive from the source image an
 (see :mod:`service.pacs.results`), so analysing a study again stores the same SOP instances and
 the PACS keeps one copy of each.
 
+For the web viewer's "From PACS", :func:`browse_study` lists a study's instances (bounded) and
+:func:`retrieve_instance_file` fetches one file as stored (bounded in bytes and time); the
+viewer then sends it to ``/predict`` or ``/explain`` like a dropped file.
+
 Only SOP/Series/Study UIDs, modalities and model identities appear in logs and summaries; no
 patient values.
 """
@@ -18,11 +22,14 @@ patient values.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from email.message import Message
 from typing import TYPE_CHECKING, Any
 
 import requests
 from dicomweb_client import DICOMwebClient
+from pydantic import BaseModel, Field
 from pydicom import Dataset
 
 from service.pacs.analysis import analyze_dataset
@@ -38,10 +45,16 @@ log = logging.getLogger(__name__)
 
 #: QIDO-RS attributes we ask for (tags as DICOM JSON keys)
 MODALITY, SERIES_UID, SOP_UID = "00080060", "0020000E", "00080018"
-MANUFACTURER_TAG, INSTANCE_NUMBER = "00080070", "00200013"
+MANUFACTURER_TAG, INSTANCE_NUMBER, BODY_PART = "00080070", "00200013", "00180015"
 QUERY_FIELDS = (MODALITY, SERIES_UID, MANUFACTURER_TAG, INSTANCE_NUMBER)
 #: retrieve the instance in the transfer syntax it was stored in (the decoder handles compression)
 AS_STORED = (("application/dicom", "*"),)
+#: the same as an Accept header, for :func:`retrieve_instance_file`'s own streamed request
+AS_STORED_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+#: room for the multipart boundaries and part headers around the one file of a WADO-RS answer
+MULTIPART_FRAMING_BYTES = 64 * 1024
+#: the total deadline is checked between reads of this size (each read: ≤ timeout_s silent)
+READ_CHUNK_BYTES = 64 * 1024
 #: modalities that never carry an image to classify (other non-images are retrieved, then
 #: refused by the decoder: not every PACS answers QIDO with Rows, so "no Rows" proves nothing)
 NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC", "RTPLAN", "RTSTRUCT", "REG", "SEG"})
@@ -57,15 +70,39 @@ class StudyNotFoundError(PacsError):
     """QIDO-RS found no instance of the study."""
 
 
+class PacsHTTPError(PacsError):
+    """The PACS answered an HTTP error; ``status`` says which (None when it is unknown)."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PacsTimeoutError(PacsError):
+    """The PACS did not answer, or not all of it, within the time limit."""
+
+
+class InstanceTooLargeError(PacsError):
+    """The instance's file is larger than the caller agreed to hold in memory."""
+
+
 class StudySummary(AnalysisSummary):
     """What a round trip did to one study."""
 
     study_instance_uid: str
 
 
-def dicomweb_client(url: str, timeout_s: float = 30.0) -> DICOMwebClient:
-    """A client for one DICOMweb base URL (QIDO, WADO and STOW under the same root)."""
-    return DICOMwebClient(url=url.rstrip("/"), timeout=timeout_s)
+def dicomweb_client(url: str, timeout_s: float = 30.0, *, retry: bool = True) -> DICOMwebClient:
+    """A client for one DICOMweb base URL (QIDO, WADO and STOW under the same root).
+
+    ``retry``: the client's own retries (5 attempts, backing off 1 + 2 + 4 + 8 s) suit a job;
+    a person waiting on a page is better served by one attempt within ``timeout_s`` and an
+    error they can retry.
+    """
+    client = DICOMwebClient(url=url.rstrip("/"), timeout=timeout_s)
+    if not retry:
+        client.set_http_retry_params(retry=False)
+    return client
 
 
 def _value(attributes: dict[str, Any], tag: str) -> Any:
@@ -81,26 +118,43 @@ def _number(attributes: dict[str, Any], tag: str) -> int:
         return 0
 
 
-def _pacs_call(what: str, client: DICOMwebClient, call: Callable[[], Any]) -> Any:
-    """Run one DICOMweb request; network and HTTP failures become a :class:`PacsError`."""
+def _pacs_call(what: str, base_url: str, call: Callable[[], Any]) -> Any:
+    """Run one DICOMweb request; network and HTTP failures become a :class:`PacsError` (the
+    subclasses say which, for a caller that answers each differently: an HTTP API)."""
     try:
         return call()
     except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise PacsError(f"the PACS at {client.base_url} answered HTTP {status} to {what}") from exc
+        status = exc.response.status_code if exc.response is not None else None
+        raise PacsHTTPError(
+            f"the PACS at {base_url} answered HTTP {status or '?'} to {what}", status
+        ) from exc
     except requests.RequestException as exc:
-        raise PacsError(
-            f"the PACS at {client.base_url} is unreachable ({what}): {type(exc).__name__}: {exc}"
+        kind = PacsTimeoutError if isinstance(exc, requests.Timeout) else PacsError
+        raise kind(
+            f"the PACS at {base_url} is unreachable ({what}): {type(exc).__name__}: {exc}"
         ) from exc
 
 
-def list_instances(client: DICOMwebClient, study_uid: str) -> list[dict[str, Any]]:
-    """QIDO-RS: the study's instances (DICOM JSON), in series and instance order."""
+def list_instances(
+    client: DICOMwebClient,
+    study_uid: str,
+    *,
+    fields: Sequence[str] = QUERY_FIELDS,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """QIDO-RS: the study's instances (DICOM JSON), in series and instance order.
+
+    ``limit``: one query for at most that many (the PACS's first), so a huge study costs one
+    bounded answer; without it, every instance, page after page.
+    """
     found = _pacs_call(
         f"QIDO-RS for study {study_uid}",
-        client,
+        client.base_url,
         lambda: client.search_for_instances(
-            study_instance_uid=study_uid, fields=list(QUERY_FIELDS), get_remaining=True
+            study_instance_uid=study_uid,
+            fields=list(fields),
+            limit=limit,
+            get_remaining=limit is None,
         ),
     )
     if not found:
@@ -118,11 +172,117 @@ def skip_reason(attributes: dict[str, Any]) -> str | None:
     return None
 
 
+class ListedInstance(BaseModel):
+    """One instance as :func:`browse_study` lists it: UIDs and what a person picks by; no
+    patient value."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    modality: str | None
+    body_part_examined: str | None
+    instance_number: int | None
+    skip_reason: str | None = Field(
+        description="why analysing it makes no sense (not an image, our own result), or null"
+    )
+
+
+def _listed(attributes: dict[str, Any]) -> ListedInstance | None:
+    sop_uid, series_uid = _value(attributes, SOP_UID), _value(attributes, SERIES_UID)
+    if not (sop_uid and series_uid):
+        return None  # a PACS answer missing a UID names nothing that could be retrieved
+    number = _value(attributes, INSTANCE_NUMBER)
+    return ListedInstance(
+        sop_instance_uid=str(sop_uid),
+        series_instance_uid=str(series_uid),
+        modality=_value(attributes, MODALITY),
+        body_part_examined=_value(attributes, BODY_PART),
+        instance_number=None if number is None else _number(attributes, INSTANCE_NUMBER),
+        skip_reason=skip_reason(attributes),
+    )
+
+
+def browse_study(
+    client: DICOMwebClient, study_uid: str, limit: int
+) -> tuple[list[ListedInstance], bool]:
+    """QIDO-RS: at most ``limit`` instances of the study (the PACS's first, in series and
+    instance order), and whether it holds more."""
+    found = list_instances(client, study_uid, fields=(*QUERY_FIELDS, BODY_PART), limit=limit + 1)
+    listed = [item for item in map(_listed, found[:limit]) if item is not None]
+    return listed, len(found) > limit
+
+
+def _single_part(content_type: str, body: bytes, base_url: str) -> bytes:
+    """The one file of a WADO-RS ``multipart/related`` answer (a bare ``application/dicom``
+    answer is the file itself)."""
+    header = Message()
+    header["Content-Type"] = content_type
+    if header.get_content_type() == "application/dicom":
+        return body
+    boundary = header.get_param("boundary")
+    if header.get_content_maintype() != "multipart" or not isinstance(boundary, str):
+        raise PacsError(f"the PACS at {base_url} answered {content_type!r}, not a DICOM file")
+    delimiter = b"--" + boundary.encode()
+    start = body.find(delimiter)
+    headers_end = body.find(b"\r\n\r\n", start) if start >= 0 else -1
+    end = body.find(b"\r\n" + delimiter, headers_end) if headers_end >= 0 else -1
+    if end < 0:
+        raise PacsError(f"the PACS at {base_url} answered a malformed multipart message")
+    return body[headers_end + 4 : end]
+
+
+def retrieve_instance_file(
+    base_url: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    *,
+    max_bytes: int,
+    timeout_s: float,
+) -> bytes:
+    """WADO-RS: one instance's DICOM file as stored (no transcoding asked for), its bytes
+    untouched.
+
+    Bounded where ``DICOMwebClient.retrieve_instance`` is not: that one reads the whole answer
+    and parses it into a Dataset, whatever its size and however slowly it trickles in. Here the
+    answer is streamed and dropped past ``max_bytes`` (:class:`InstanceTooLargeError`) or once
+    ``timeout_s`` have passed in all (:class:`PacsTimeoutError`; checked between 64 KiB reads,
+    and no read waits more than ``timeout_s`` for data), so one request holds bounded memory and
+    time.
+    """
+    url = f"{base_url.rstrip('/')}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+    what = f"WADO-RS of instance {sop_uid}"
+    deadline = time.monotonic() + timeout_s
+
+    def too_large() -> InstanceTooLargeError:
+        return InstanceTooLargeError(f"instance {sop_uid} is larger than {max_bytes} bytes")
+
+    def fetch() -> tuple[str, bytes]:
+        headers = {"Accept": AS_STORED_ACCEPT}
+        with requests.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
+            response.raise_for_status()
+            body = bytearray()
+            for chunk in response.iter_content(READ_CHUNK_BYTES):  # decompressed, if gzipped
+                body += chunk
+                if len(body) > max_bytes + MULTIPART_FRAMING_BYTES:
+                    raise too_large()
+                if time.monotonic() > deadline:
+                    raise PacsTimeoutError(
+                        f"the PACS at {base_url} did not send all of {what} in {timeout_s:g} s"
+                    )
+            return response.headers.get("Content-Type", ""), bytes(body)
+
+    content_type, body = _pacs_call(what, base_url, fetch)
+    file = _single_part(content_type, body, base_url)
+    if len(file) > max_bytes:
+        raise too_large()
+    return file
+
+
 def store_results(client: DICOMwebClient, study_uid: str, datasets: list[Dataset]) -> None:
     """STOW-RS into the study; any object the PACS lists as failed fails the call."""
     response = _pacs_call(
         f"STOW-RS into study {study_uid}",
-        client,
+        client.base_url,
         lambda: client.store_instances(datasets, study_instance_uid=study_uid),
     )
     failed = getattr(response, "FailedSOPSequence", None) or []
@@ -208,7 +368,7 @@ def _analyze_instance(
         return outcome.model_copy(update={"reason": reason})
     source = _pacs_call(
         f"WADO-RS of instance {sop_uid}",
-        client,
+        client.base_url,
         lambda: client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=AS_STORED),
     )
     try:

@@ -1,4 +1,5 @@
-"""Serve the web viewer at ``/ui/`` from this package's ``static/`` folder, and ``/session``.
+"""Serve the web viewer at ``/ui/`` from this package's ``static/`` folder, with the API routes
+made for it: ``/session`` (the token's scopes) and ``/pacs`` (an image from a PACS study).
 
 Every viewer answer carries a Content-Security-Policy that allows scripts, styles and requests
 from this origin only (no ``unsafe-inline``, no ``eval``): the page shows images and text that
@@ -18,7 +19,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
 from service.api.errors import NotFound
-from service.api.routes import session
+from service.api.routes import pacs, session
 
 STATIC = Path(__file__).resolve().parent / "static"
 FILE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\.(html|css|js|svg)$")
@@ -50,6 +51,7 @@ HEADERS = {
 
 router = APIRouter()
 router.include_router(session.router)
+router.include_router(pacs.router)
 
 
 @router.get("/ui", include_in_schema=False)

@@ -8,16 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.tiny_study import RETINAMNIST, tiny_study
 from training.reproduce import StudyFolders, load_study, run_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
-TINY_STUDY = {
-    "name": "tiny",
-    "description": "two tasks, three variants, one epoch: checks the plumbing, not the science",
-    "seeds": [0],
-    "train": {"epochs": 1, "batch_size": 16, "learning_rate": 0.001, "patience": 1},
-    "variants": [
+TINY_STUDY = tiny_study(
+    "two tasks, three variants, one epoch: checks the plumbing, not the science",
+    variants=[
         {"name": "baseline", "model": {"architecture": "baseline"}},
         {"name": "attention-paper", "model": {"architecture": "attention"}},
         {
@@ -25,16 +23,7 @@ TINY_STUDY = {
             "model": {"architecture": "attention", "attention_variant": "datta-reference"},
         },
     ],
-    "evaluation": {
-        "attacks": [{"name": "fgsm"}, {"name": "pgd", "params": {"steps": 2}}],
-        "epsilons": [0, 2, 16],
-        "typical_epsilon": 2,
-        "extreme_epsilon": 16,
-        "batch_size": 8,
-        "limit": 16,
-        "panel_images": 2,
-    },
-    "tasks": [
+    tasks=[
         {
             "name": "ham10000",
             "title": "HAM10000",
@@ -47,21 +36,11 @@ TINY_STUDY = {
             "preprocess": {"input_size": 32},
             "lesion_masks": "ham10000_200x150/lesion_masks_200x150.npz",
         },
-        {
-            "name": "retinamnist",
-            "title": "RetinaMNIST binary",
-            "caveat": "tiny",
-            "dataset": {
-                "kind": "medmnist",
-                "path": "retinamnist/retinamnist.npz",
-                "task": "retina-binary",
-                "split": "source",
-                "limit_per_split": 16,
-            },
-            "preprocess": {"input_size": 32},
-        },
+        {**RETINAMNIST, "caveat": "tiny"},
     ],
-}
+    attacks=[{"name": "fgsm"}, {"name": "pgd", "params": {"steps": 2}}],
+    epsilons=[0, 2, 16],
+)
 
 
 def test_study_runs_publishes_and_resumes(data_dir: Path, tmp_path: Path) -> None:

@@ -9,45 +9,23 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from tests.support.tiny_study import RETINAMNIST, tiny_study
 from training.model_ref import NAME_PATTERN
 from training.reproduce import StudyFolders, load_study, run_study
 from training.reproduce.config import StudyConfig
 
 PGD_AT = {"adversarial": {"method": "pgd", "epsilon": 2, "steps": 2, "ramp_epochs": 1}}
 
-TINY_STUDY = {
-    "name": "tiny",
-    "description": "the clean baseline against its PGD-trained twin, one epoch, 16 images",
-    "seeds": [0],
-    "train": {"epochs": 1, "batch_size": 16, "learning_rate": 0.001, "patience": 1},
-    "variants": [
+TINY_STUDY = tiny_study(
+    "the clean baseline against its PGD-trained twin, one epoch, 16 images",
+    variants=[
         {"name": "baseline", "model": {"architecture": "baseline"}},
         {"name": "baseline+pgd-at", "model": {"architecture": "baseline"}, "train": PGD_AT},
     ],
-    "evaluation": {
-        "attacks": [{"name": "pgd", "params": {"steps": 2}}],
-        "epsilons": [0, 2],
-        "typical_epsilon": 2,
-        "extreme_epsilon": 2,
-        "batch_size": 8,
-        "limit": 16,
-        "panel_images": 2,
-    },
-    "tasks": [
-        {
-            "name": "retinamnist",
-            "title": "RetinaMNIST binary",
-            "dataset": {
-                "kind": "medmnist",
-                "path": "retinamnist/retinamnist.npz",
-                "task": "retina-binary",
-                "split": "source",
-                "limit_per_split": 16,
-            },
-            "preprocess": {"input_size": 32},
-        }
-    ],
-}
+    tasks=[RETINAMNIST],
+    attacks=[{"name": "pgd", "params": {"steps": 2}}],
+    epsilons=[0, 2],
+)
 
 
 def test_a_defended_variant_gets_a_storable_name_and_its_recipe():

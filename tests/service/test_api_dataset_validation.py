@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.config import Settings
+from tests.support.app_settings import local_settings
 from tests.support.images import png_bytes
 from tests.support.jobs_stack import AUTH, TOKEN
 from training.config import TrainConfig, TrainingSpec
@@ -112,14 +112,7 @@ def _spec(name: str, path: Path) -> TrainingSpec:
 
 @pytest.fixture(scope="module")
 def client(root: Path) -> Iterator[TestClient]:
-    settings = Settings(
-        store_dir=root / "models",
-        state_dir=root / "state",
-        data_dir=root / "data",
-        redis_url=None,
-        database_url=None,
-        api_tokens={TOKEN: ["predict", "jobs"]},
-    )
+    settings = local_settings(root, api_tokens={TOKEN: ["predict", "jobs"]})
     with TestClient(create_app(settings), headers=AUTH) as http:
         yield http
 

@@ -28,7 +28,7 @@ from service.jobs.runtime import JobRuntime
 from service.jobs.schemas import JobKind
 from tests.support.api_server import start_server
 from tests.support.images import make_folder_dataset
-from tests.support.jobs_stack import TOKEN, Stack, training_spec
+from tests.support.jobs_stack import TOKEN, Stack, running_stack, training_spec
 from tests.support.net import free_port
 
 pytestmark = [pytest.mark.integration]
@@ -62,17 +62,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(root: Path) -> Iterator[Stack]:
-    stack = Stack(root, redis_url=None)
-    stack.env.update(
-        MEDROBUST_API_TOKENS=json.dumps(TOKENS), MEDROBUST_WEIGHTS_DIR=str(root / "weights")
-    )
-    try:
-        stack.start_worker()
-        stack.start_api()
-        stack.wait_ready()
+    settings = {
+        "MEDROBUST_API_TOKENS": json.dumps(TOKENS),
+        "MEDROBUST_WEIGHTS_DIR": str(root / "weights"),
+    }
+    with running_stack(root, redis_url=None, env=settings) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def _training(dataset: dict[str, Any], **overrides: Any) -> dict[str, Any]:

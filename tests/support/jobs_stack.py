@@ -3,6 +3,7 @@
 ``Stack`` starts both with their state (job database, embedded broker, reports) and model store
 in a temporary folder, pointed at Redis database 15 (or at no Redis: the embedded filesystem
 broker), waits until they are ready and stops them (their whole process groups) at the end.
+:func:`running_stack` is that whole life as one ``with`` block, for a fixture to ``yield`` from.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,20 @@ class Stack:
     def start_api(self) -> None:
         self.api = self._spawn(api_command(self._settings()), self.api_log)
 
+    def start(self) -> None:
+        """Worker and API (``supervised``: ``python -m service``), ready; stopped if they fail
+        to come up, so a failed start leaves no process behind."""
+        try:
+            if self.supervised:
+                self.start_supervised()
+            else:
+                self.start_worker()
+                self.start_api()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
     def start_supervised(self) -> None:
         """``python -m service``: the API and a worker as its children, one log."""
         self.worker_log.write_text("")
@@ -281,17 +296,30 @@ def start_stack(root: Path, redis_url: str | None, supervised: bool = False) -> 
         flush_redis(redis_url)
     make_folder_dataset(root / "data" / "tiny")
     stack = Stack(root, redis_url, supervised)
-    try:
-        if supervised:
-            stack.start_supervised()
-        else:
-            stack.start_worker()
-            stack.start_api()
-        stack.wait_ready()
-    except BaseException:
-        stack.stop()
-        raise
+    stack.start()
     return stack
+
+
+@contextlib.contextmanager
+def running_stack(
+    root: Path, redis_url: str | None, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """A worker and an API on ``root`` (its ``data/`` and ``models/`` as the caller made them),
+    with ``env`` over the default settings, ready inside the block and stopped after it. With
+    ``redis_url``, that Redis must answer and its database is flushed before and after, so no
+    other test's jobs are seen nor left behind."""
+    if redis_url:
+        require_redis(redis_url)
+        flush_redis(redis_url)
+    stack = Stack(root, redis_url)
+    stack.env.update(env or {})
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        if redis_url:
+            flush_redis(redis_url)
 
 
 def pool_pid(job: dict[str, Any]) -> int:

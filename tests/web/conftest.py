@@ -18,7 +18,7 @@ import pytest
 from tests.support.api_server import build_store
 from tests.support.browser import Browser, require_browser
 from tests.support.images import make_folder_dataset
-from tests.support.jobs_stack import REDIS_URL, Stack, flush_redis, require_redis
+from tests.support.jobs_stack import REDIS_URL, Stack, running_stack
 
 TOKENS = {
     "viewer-all": ["predict", "explain", "jobs", "admin"],
@@ -49,24 +49,15 @@ def _add_chest_model(store_dir: Path) -> None:
 @pytest.fixture(scope="session")
 def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     require_browser()  # before minutes of start-up, not after
-    require_redis()
-    flush_redis()
     root = tmp_path_factory.mktemp("web")
     _add_chest_model(build_store(root / "models"))
     make_folder_dataset(root / "data" / "tiny")  # 10 a class: the test split holds some
-    stack = Stack(root, REDIS_URL)
-    stack.env.update(
-        MEDROBUST_API_TOKENS=json.dumps(TOKENS),
-        MEDROBUST_DEFAULT_MODELS=json.dumps({"derm": "derm:production"}),
-    )
-    try:
-        stack.start_worker()
-        stack.start_api()
-        stack.wait_ready()
+    settings = {
+        "MEDROBUST_API_TOKENS": json.dumps(TOKENS),
+        "MEDROBUST_DEFAULT_MODELS": json.dumps({"derm": "derm:production"}),
+    }
+    with running_stack(root, REDIS_URL, settings) as stack:
         yield stack
-    finally:
-        stack.stop()
-        flush_redis()
 
 
 @pytest.fixture()

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.config import Settings
 from service.web.router import STATIC
+from tests.support.app_settings import local_settings
 from training.task_defaults import TASKS_FILE, set_task_default
 
 TOKENS = {"all": ["predict", "explain", "jobs", "admin"], "look": ["predict"]}
@@ -18,13 +18,8 @@ TOKENS = {"all": ["predict", "explain", "jobs", "admin"], "look": ["predict"]}
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    root = tmp_path_factory.mktemp("viewer")
-    settings = Settings(
-        store_dir=root / "models",
-        state_dir=root / "state",
-        data_dir=root / "data",
-        redis_url=None,
-        database_url=None,
+    settings = local_settings(
+        tmp_path_factory.mktemp("viewer"),
         api_tokens=TOKENS,
         default_models={"derm": "derm:production"},
     )
@@ -88,6 +83,7 @@ def test_session_without_a_token_only_says_one_is_needed_and_a_wrong_one_is_401(
         "scopes": [],
         "auth_required": True,
         "default_models": {},
+        "task_defaults_error": None,
         "attacks": [],
         "pacs": [],
     }

@@ -12,10 +12,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from service.api.auth import AdminCaller, Authenticated, authenticated_route
-from service.api.deps import RegistryDep, SettingsDep
+from service.api.deps import PathsDep, RegistryDep
 from service.api.errors import ErrorResponse, Unprocessable
 from service.api.models_registry import check_name
-from service.jobs.paths import PathPolicy
 from training.model_ref import LATEST, NAME_PATTERN, ModelRef
 from training.store import ModelManifest
 
@@ -125,14 +124,13 @@ def show_model(name: str, _: Authenticated, registry: RegistryDep) -> ModelVersi
     summary="One version's manifest (by number, alias or 'latest')",
 )
 def show_version(
-    name: str, selector: str, caller: Authenticated, registry: RegistryDep, settings: SettingsDep
+    name: str, selector: str, caller: Authenticated, registry: RegistryDep, paths: PathsDep
 ) -> ManifestResponse:
     ref = ModelRef.parse(f"{check_name(name)}:{selector}")  # ModelRefError → 404
     manifest = registry.store.manifest(ref.name, ref.selector)
     loaded = any(m.ref == manifest.ref for m in registry.loaded())
     fields = manifest.model_dump()
     if "admin" not in caller.scopes and fields["training_spec"] is not None:
-        paths = PathPolicy.from_settings(settings)
         fields["training_spec"] = paths.redact_values(fields["training_spec"])
     return ManifestResponse(**fields, loaded=loaded)
 

@@ -1,13 +1,15 @@
-// Analyse page: one image (PNG, JPEG or DICOM) through POST /explain (or /predict for a token
-// without the explain scope), one card per model side by side; the attack toggle reruns
-// /explain with attack + ε and shows the attacked image's prediction and maps.
+// Analyse page: one image (PNG, JPEG or DICOM, dropped, chosen or picked from a PACS study)
+// through POST /explain (or /predict for a token without the explain scope), one card per model
+// side by side; the attack toggle reruns /explain with attack + ε and shows the attacked image's
+// prediction and maps.
 import { ApiError, request } from "./api.js";
 import { $, $$, h, percent, say } from "./dom.js";
 import { defaultRefs, modelCheckboxes, refChoices } from "./models.js";
+import * as pacs from "./pacs.js";
 
 const MAP_NAMES = { gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", attention: "Attention" };
 let context = null;
-let upload = null; // {file, preview: object URL or null (DICOM has none the browser can show)}
+let upload = null; // {file, preview: object URL or null (DICOM has none), source: words or null}
 let clean = null; // the clean answer for the current image and options
 let sequence = 0; // answers to superseded requests are dropped
 
@@ -16,11 +18,40 @@ const canExplain = () => context.session.scopes.includes("explain");
 const canPredict = () => context.session.scopes.includes("predict");
 const view = () => $("input[name=view]:checked").value;
 
-function chooseFile(file) {
+function chooseFile(file, source = null) {
   if (upload?.preview) URL.revokeObjectURL(upload.preview);
   const previewable = /^image\/(png|jpeg)$/.test(file.type);
-  upload = { file, preview: previewable ? URL.createObjectURL(file) : null };
+  upload = { file, preview: previewable ? URL.createObjectURL(file) : null, source };
   clean = null;
+}
+
+/** A file from elsewhere (a PACS): it becomes the form's image, then is analysed as if chosen. */
+function analyseFile(file, source) {
+  const files = new DataTransfer();
+  files.items.add(file);
+  $("#image").files = files.files;
+  chooseFile(file, source);
+  $("#view-clean").checked = true;
+  run(false);
+}
+
+/** The robustness fields of a request: what is asked, and the settings that apply to it. */
+function appendTrust(form, robustness) {
+  form.append("robustness", robustness);
+  const flip = robustness === "flip" || robustness === "all";
+  const certify = robustness === "certify" || robustness === "all";
+  for (const [name, id, wanted] of [["noise_sigma", "#noise-sigma", certify],
+    ["certify_n", "#certify-n", certify], ["flip_steps", "#flip-steps", flip]]) {
+    if (wanted && $(id).value !== "") form.append(name, $(id).value);
+  }
+}
+
+function showTrustOptions() {
+  const robustness = $("#robustness").value;
+  $("#trust-options").hidden = robustness === "none";
+  for (const element of $$("#trust-options [data-wants]")) {
+    element.hidden = robustness !== "all" && robustness !== element.dataset.wants;
+  }
 }
 
 function formFor(attacked) {
@@ -28,8 +59,9 @@ function formFor(attacked) {
   form.append("image", upload.file, upload.file.name);
   for (const box of $$("#model-options input:checked")) form.append("models", box.value);
   form.append("allow_modality_mismatch", $("#allow-mismatch").checked ? "true" : "false");
+  const robustness = $("#robustness").value;
   if (!canExplain()) {
-    form.append("robustness", $("#robustness").value);
+    appendTrust(form, robustness);
     return form;
   }
   form.append("method", $("#method").value);
@@ -37,9 +69,9 @@ function formFor(attacked) {
     form.append("attack", $("#attack").value);
     form.append("epsilon", $("#epsilon").value);
     // a flip search explains its own adversarial image: with an attack only certify combines
-    if ($("#robustness").value === "certify") form.append("robustness", "certify");
+    appendTrust(form, robustness === "certify" ? "certify" : "none");
   } else {
-    form.append("robustness", $("#robustness").value);
+    appendTrust(form, robustness);
   }
   return form;
 }
@@ -74,8 +106,12 @@ async function run(attacked) {
 }
 
 function showError(error, attacked) {
-  const mismatch = error instanceof ApiError && error.status === 422 && /allow_modality_mismatch/.test(error.message);
-  if (!mismatch) {
+  const refused = error instanceof ApiError && error.status === 422;
+  if (refused && /noise_sigma/.test(error.message)) {
+    say($("#analyse-error"), `${error.message} (the σ field: “Robustness settings”, above).`);
+    return;
+  }
+  if (!refused || !/allow_modality_mismatch/.test(error.message)) {
     say($("#analyse-error"), error.message);
     return;
   }
@@ -93,6 +129,7 @@ function showError(error, attacked) {
 
 function imageInfo(image) {
   const rows = [["Format", image.format], ["Size", `${image.width} × ${image.height} px`]];
+  if (upload.source) rows.push(["From", upload.source]);
   if (image.frames > 1) rows.push(["Frames", `${image.frames} (the first is analysed)`]);
   if (image.dicom) {
     rows.push(["SOP Instance UID", image.dicom.sop_instance_uid ?? "—"],
@@ -232,6 +269,9 @@ export function init(ctx) {
     $("#view-clean").checked = true;
     run(false);
   });
+  $("#robustness").addEventListener("change", showTrustOptions);
+  showTrustOptions();
+  pacs.init(ctx, analyseFile);
   for (const radio of $$("input[name=view]")) radio.addEventListener("change", onView);
   $("#epsilon").addEventListener("input", () => { $("#epsilon-value").textContent = $("#epsilon").value; });
   $("#epsilon").addEventListener("change", () => view() === "attacked" && run(true));

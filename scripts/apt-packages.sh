@@ -1,0 +1,29 @@
+# Sourced (not run) by ensure-browser.sh and ensure-pacs-tools.sh, which make sure a group of tests
+# has the Debian packages it needs: each lists what is missing and hands it to ensure_packages.
+
+# ensure_packages LABEL INSTALLED TESTS [PACKAGE...]
+# With no PACKAGE missing, say that INSTALLED is installed. Otherwise install the PACKAGEs with
+# apt-get when run as root (then call the caller's after_install function, if it defines one),
+# or else say what is missing, that TESTS will skip, and how to install them. Never fails the
+# caller for a missing package: the tests that need one skip, naming it.
+ensure_packages() {
+    local label=$1 installed=$2 tests=$3
+    shift 3
+    if [ $# -eq 0 ]; then
+        echo "$label: $installed installed"
+        return 0
+    fi
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "$label: installing $*"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "$@"
+        if declare -F after_install >/dev/null; then
+            after_install
+        fi
+        return 0
+    fi
+    echo "$label: missing $*; $tests will skip." >&2
+    # the second line lines up under the first's text
+    printf '%*s install them with: sudo apt-get install %s\n' "$((${#label} + 1))" "" "$*" >&2
+}

@@ -1,0 +1,197 @@
+"""The Analyse page's robustness block in words, in a real headless Chromium against a real
+uvicorn API: a model trained without noise is refused certification until a σ is given, and
+then carries the warning; a noise-trained one gets its flip bracket and certified radius in
+plain words, with the numbers the API computes; with too few samples to certify anything the
+page says the smoothed classifier abstains.
+
+The store holds the tiny CNNs of ``tests.support.tiny_models.ham_case``, trained here on real
+HAM10000 images at 32 px: ``ham`` without noise and ``ham-noise`` with Gaussian noise of σ = 64
+pixels (``train.noise_sigma`` in its manifest). They have no Grad-CAM block, so the token holds
+only ``predict`` and the page asks ``/predict``, whose robustness block is the same. Sample
+counts, steps and model calls are small (limits of the server), so a request takes seconds.
+Takes docs/screenshots/analyse-trust.png.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.api_server import LiveServer, start_server
+from tests.support.browser import Browser, require_browser
+
+pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
+
+TOKEN = "viewer-trust"
+HAM_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+SIGMA = 64.0
+MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S = 500, 10, 400, 120.0
+STEPS = 5
+CANDIDATES = 12  # HAM10000 JPEGs tried for one whose flip and certificate are both found
+# CERTIFY abstains unless the Clopper-Pearson lower bound on p_A reaches 1/2; with all n
+# samples agreeing that bound is alpha^(1/n) (alpha = 0.001, the default), under 1/2 for
+# every n < log(alpha)/log(1/2) ~ 9.97: with 5 samples no model can be certified.
+TOO_FEW_SAMPLES = 5
+# the page prints numbers rounded to two decimals
+SHOWN_TO = 0.005 + 1e-9
+
+
+def _save(store: Any, model: Any, name: str, spec: dict) -> None:
+    from training.models import ArchitectureConfig
+    from training.preprocess import PreprocessConfig
+
+    config = ArchitectureConfig(architecture="baseline", num_classes=len(HAM_NAMES), input_size=32)
+    store.save(model, name, config, PreprocessConfig(input_size=32), HAM_NAMES, training_spec=spec)
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    require_browser()  # before the models are trained, not after
+    from tests.support.tiny_models import ham_case
+    from training.store import ModelStore
+
+    root = tmp_path_factory.mktemp("viewer-trust")
+    store = ModelStore(root / "models")
+    _save(store, ham_case(data_dir).model, "ham", {"train": {}})
+    noisy = ham_case(data_dir, SIGMA).model
+    _save(store, noisy, "ham-noise", {"train": {"noise_sigma": SIGMA}})
+    live = start_server(
+        root / "models",
+        root / "state",
+        root / "uvicorn.log",
+        api_tokens={TOKEN: ["predict"]},
+        trust_max_n=str(MAX_N),
+        trust_max_n0=str(MAX_N),
+        trust_max_steps=str(MAX_STEPS),
+        trust_max_model_calls=str(MAX_MODEL_CALLS),
+        trust_deadline_s=str(DEADLINE_S),
+    )
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def case(server: LiveServer, data_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """A real HAM10000 JPEG on which ``ham-noise`` both flips and is certified (the page's two
+    sentences), with the API's robustness block for the request the page will send."""
+    images = sorted((data_dir / "ham10000_200x150" / "images").glob("ISIC_*.jpg"))[:CANDIDATES]
+    form = {
+        "models": "ham-noise",
+        "robustness": "all",
+        "noise_sigma": str(SIGMA),
+        "certify_n": str(MAX_N),
+        "flip_steps": str(STEPS),
+    }
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=DEADLINE_S
+    ) as http:
+        for path in images:
+            files = {"image": (path.name, path.read_bytes(), "image/jpeg")}
+            response = http.post("/predict", files=files, data=form)
+            assert response.status_code == 200, response.text
+            block = response.json()["predictions"][0]["robustness"]
+            if block["flip"]["linf"]["upper"] is not None and block["certified"]["radius"] > 0:
+                return path, block
+    pytest.fail(f"ham-noise neither flipped nor was certified on any of {len(images)} images")
+
+
+@pytest.fixture()
+def browser() -> Iterator[Browser]:
+    window = Browser()
+    yield window
+    window.quit()
+
+
+def choose(browser: Browser, robustness: str) -> None:
+    browser.find(f'#robustness option[value="{robustness}"]').click()
+
+
+def type_into(browser: Browser, css: str, value: str) -> None:
+    field = browser.find(css)
+    field.clear()
+    field.send_keys(value)
+
+
+def analyse(browser: Browser) -> None:
+    """Click Analyse and wait for the answer: two new cards or an error."""
+    browser.driver.execute_script("document.getElementById('results').replaceChildren()")
+    browser.find("#analyse-run").click()
+    browser.wait(
+        lambda _: (
+            not browser.find("#analyse-busy").text
+            and (len(browser.find_all(".card")) == 2 or browser.find("#analyse-error").text)
+        )
+    )
+
+
+def trust_text(browser: Browser, ref: str) -> str:
+    return browser.find(f'.card[data-ref="{ref}"] .trust').text
+
+
+def number_after(text: str, prefix: str) -> float:
+    found = re.search(re.escape(prefix) + r"([0-9.]+)", text)
+    assert found, (prefix, text)
+    return float(found.group(1))
+
+
+def test_the_robustness_block_reads_as_plain_words_with_the_apis_numbers(
+    server: LiveServer, case: tuple[Path, dict[str, Any]], browser: Browser
+) -> None:
+    image, expected = case
+    browser.sign_in(server.url, TOKEN)
+    for box in browser.find_all("#model-options input"):
+        if not box.is_selected():
+            box.click()
+    assert browser.find("#trust-options").is_displayed() is False
+    choose(browser, "all")
+    assert browser.shown("#trust-options") and browser.shown("#noise-sigma")
+    type_into(browser, "#flip-steps", str(STEPS))
+    type_into(browser, "#certify-n", str(MAX_N))
+    browser.find("#image").send_keys(str(image))
+
+    # certifying the model trained without noise is refused until a σ is given
+    analyse(browser)
+    refusal = browser.find("#analyse-error").text
+    assert "ham:1 was trained without Gaussian noise" in refusal
+    assert "noise_sigma" in refusal and "Robustness settings" in refusal
+
+    type_into(browser, "#noise-sigma", f"{SIGMA:g}")
+    analyse(browser)
+    assert not browser.find("#analyse-error").text
+    noisy = trust_text(browser, "ham-noise")
+    linf, certified = expected["flip"]["linf"], expected["certified"]
+    changes = (
+        f"This prediction changes ({linf['clean_class']} → {linf['found_class']}) under a "
+        "perturbation of "
+    )
+    assert changes in noisy and "/255 per pixel (L∞)" in noisy
+    assert abs(number_after(noisy, changes) - linf["upper"]) <= SHOWN_TO
+    stable = "Certified stable up to L2 radius "
+    assert abs(number_after(noisy, stable) - certified["radius"]) <= SHOWN_TO
+    assert f"σ={SIGMA:g}, class {certified['smoothed_class']})" in noisy
+    assert "Note:" not in noisy  # σ is the one it was trained with
+    plain = trust_text(browser, "ham")
+    assert "Note: ham:1 was trained without Gaussian noise" in plain
+    assert f"smoothed classifier at σ={SIGMA:g}" in plain
+    browser.driver.execute_script("document.getElementById('results').scrollIntoView()")
+    browser.screenshot("analyse-trust")
+
+    # too few samples to certify anything: both abstain, said in words
+    choose(browser, "certify")
+    assert not browser.shown("#flip-steps") and browser.shown("#certify-n")
+    type_into(browser, "#certify-n", str(TOO_FEW_SAMPLES))
+    analyse(browser)
+    abstains = f"Not certified at any radius: the smoothed classifier (σ={SIGMA:g}) abstains."
+    for ref in ("ham-noise", "ham"):
+        said = trust_text(browser, ref)
+        assert abstains in said, said
+        assert "perturbation" not in said  # no flip search was asked for
+
+    assert browser.console_errors(lambda m: "/predict" in m and "status of 422" in m) == []
+    assert browser.remote_requests() == []
+    assert not [url for url in browser.requests if TOKEN in url]
