@@ -27,7 +27,7 @@ from pydicom.data import get_testdata_file
 from service.config import Settings
 from service.pacs.results import TRUST_SCHEME
 from service.pacs.submit import submit_dimse_job
-from tests.support.jobs_stack import TOKEN, Stack
+from tests.support.jobs_stack import TOKEN, Stack, running_stack
 from tests.support.net import free_port
 from tests.support.orthanc import Orthanc, running_orthanc
 
@@ -66,27 +66,21 @@ def pacs(
         study_uid, files = chest_study_files(root / "study")
         orthanc.storescu(*files, calling_aet="MODALITY")
         model = tiny_chest_model(root / "models")
-        stack = Stack(root, redis_url=None)
-        stack.env.update(
-            MEDROBUST_PACS_DICOMWEB=json.dumps(
+        settings = {
+            "MEDROBUST_PACS_DICOMWEB": json.dumps(
                 {
                     "orthanc": orthanc.dicomweb_url,
                     "down": f"http://127.0.0.1:{free_port()}/dicom-web",  # nothing listens
                 }
             ),
-            MEDROBUST_PACS_TIMEOUT_S="5",
+            "MEDROBUST_PACS_TIMEOUT_S": "5",
             # robustness blocks (test_a_study_job_records_robustness_in_the_sr) kept small: the
             # tiny model's flip search stops at these limits, whatever it has found by then
-            MEDROBUST_TRUST_MAX_STEPS="3",
-            MEDROBUST_TRUST_MAX_MODEL_CALLS="40",
-        )
-        try:
-            stack.start_worker()
-            stack.start_api()
-            stack.wait_ready()
+            "MEDROBUST_TRUST_MAX_STEPS": "3",
+            "MEDROBUST_TRUST_MAX_MODEL_CALLS": "40",
+        }
+        with running_stack(root, None, settings) as stack:
             yield PacsStack(stack, orthanc, model, study_uid)
-        finally:
-            stack.stop()
 
 
 def submit(pacs: PacsStack, body: dict[str, Any], key: str | None = None) -> Any:

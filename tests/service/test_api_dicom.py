@@ -21,6 +21,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian
 
 from tests.support.api_server import CLASSES
+from tests.support.chest import save_chest_model
 from tests.support.dicom_factory import PATIENT_ID, PATIENT_NAME, make_dataset, to_bytes
 from tests.support.images import png_bytes
 
@@ -58,25 +59,10 @@ def generated(
 @pytest.fixture(scope="module")
 def chest_model(live_server) -> str:
     """An untrained 32-px baseline declared for CR/DX chest images, in the server's store."""
-    import keras
-
-    from training.dicom import DicomAcceptance
-    from training.models import ArchitectureConfig, build_from_config
-    from training.preprocess import PreprocessConfig
     from training.store import ModelStore
 
-    store = ModelStore(live_server.store_dir)
-    if not store.versions(CHEST_MODEL):
-        keras.utils.set_random_seed(1)
-        config = ArchitectureConfig(architecture="baseline", num_classes=2, input_size=32)
-        store.save(
-            build_from_config(config),
-            CHEST_MODEL,
-            config,
-            PreprocessConfig(input_size=32),
-            CLASSES,
-            accepts=DicomAcceptance(modalities=["CR", "DX"], body_parts=["CHEST"]),
-        )
+    if not ModelStore(live_server.store_dir).versions(CHEST_MODEL):
+        save_chest_model(live_server.store_dir, CHEST_MODEL, CLASSES)
     return CHEST_MODEL
 
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.config import Settings
+from tests.support.app_settings import local_settings
 from tests.support.images import make_folder_dataset
 from tests.support.jobs_stack import AUTH, TOKEN, training_spec
 
@@ -25,14 +25,8 @@ pytestmark = pytest.mark.integration
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("jobs-api").resolve()
     make_folder_dataset(root / "data" / "tiny", per_class=2)
-    settings = Settings(
-        store_dir=root / "models",  # empty: no model loads, and every model ref is unknown
-        state_dir=root / "state",
-        data_dir=root / "data",
-        redis_url=None,
-        database_url=None,
-        api_tokens={TOKEN: ["jobs"]},
-    )
+    # root/models stays empty: no model loads, and every model ref is unknown
+    settings = local_settings(root, api_tokens={TOKEN: ["jobs"]})
     with TestClient(create_app(settings), headers=AUTH) as http:
         yield http
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.net import free_port
 
@@ -52,6 +53,16 @@ def missing_tools() -> list[str]:
     if shutil.which("storescu") is None:
         missing.append("dcmtk")
     return missing
+
+
+def require_pacs_tools() -> None:
+    """Skip, naming the packages, where Orthanc, its DICOMweb plugin or dcmtk is missing."""
+    missing = missing_tools()
+    if missing:
+        pytest.skip(
+            f"PACS tools not installed: {' '.join(missing)} "
+            "(run scripts/ensure-pacs-tools.sh as root, or apt-get install them)"
+        )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.config import Settings
+from tests.support.app_settings import local_settings
 from tests.support.net import free_port
 from tests.support.tcp_faults import SwitchableBroker
 from tests.support.viewer_pacs import PacsStudy, orthanc_with_study
@@ -46,16 +46,8 @@ def hung_pacs() -> Iterator[int]:
 def make_client(root: Path, pacs: dict[str, str], **settings: object) -> TestClient:
     return TestClient(
         create_app(
-            Settings(
-                store_dir=root / "models",
-                state_dir=root / "state",
-                data_dir=root / "data",
-                redis_url=None,
-                database_url=None,
-                api_tokens=TOKENS,
-                pacs_dicomweb=pacs,
-                pacs_timeout_s=TIMEOUT_S,
-                **settings,
+            local_settings(
+                root, api_tokens=TOKENS, pacs_dicomweb=pacs, pacs_timeout_s=TIMEOUT_S, **settings
             )
         )
     )

@@ -17,34 +17,13 @@ import pytest
 
 from tests.support.api_server import LiveServer, start_server
 from tests.support.browser import Browser, require_browser
+from tests.support.chest import save_chest_model
 from tests.support.viewer_pacs import PacsStudy, orthanc_with_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 
 TOKEN = "viewer-pacs"
 FLOAT32_ULP_AT_1 = 2.0**-23  # the same model on the same pixels: at most the last bit differs
-
-
-def _chest_store(root: Path) -> Path:
-    """``cxr``: an untrained 32-px baseline declaring CR/DX chest images (plumbing, not finding)."""
-    import keras
-
-    from training.dicom import DicomAcceptance
-    from training.models import ArchitectureConfig, build_from_config
-    from training.preprocess import PreprocessConfig
-    from training.store import ModelStore
-
-    keras.utils.set_random_seed(1)
-    config = ArchitectureConfig(architecture="baseline", num_classes=2, input_size=32)
-    ModelStore(root).save(
-        build_from_config(config),
-        "cxr",
-        config,
-        PreprocessConfig(input_size=32),
-        ["normal", "pneumonia"],
-        accepts=DicomAcceptance(modalities=["CR", "DX"], body_parts=["CHEST"]),
-    )
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +36,9 @@ def study(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="module")
 def server(study: PacsStudy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("viewer-pacs-api")
+    save_chest_model(root / "models")  # cxr: untrained (plumbing, not finding)
     live = start_server(
-        _chest_store(root / "models"),
+        root / "models",
         root / "state",
         root / "uvicorn.log",
         api_tokens={TOKEN: ["predict", "explain"]},
