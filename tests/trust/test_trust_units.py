@@ -235,9 +235,22 @@ def test_certified_accuracy_counts_correct_and_certified_at_each_radius():
     )
     assert curve.certified_accuracy == [0.5, 0.5, 0.25, 0.25, 0.0]
     assert curve.abstain_fraction == 0.25
+    # per class (labels 0, 0, 1, 2): class 0 has 1 of 2 certified up to r=5, class 1 none,
+    # class 2 its one up to r=10; the mean of the three
+    assert curve.balanced_certified_accuracy == pytest.approx(
+        [(0.5 + 0 + 1) / 3, (0.5 + 0 + 1) / 3, 1 / 3, 1 / 3, 0.0]
+    )
     with pytest.raises(ValueError, match="σ"):
         certified_accuracy_curve([_certification(0, 1.0), _certification(0, 1.0, 4.0)], [0, 0], [0])
     assert certified_accuracy_png({"noise": curve}).startswith(PNG_MAGIC)
+
+
+def test_a_majority_voter_certifies_one_class_in_balanced_terms():
+    """9 of 10 images of class 0, all certified as 0: plain 0.9, balanced 1/2."""
+    certifications = [_certification(0, 30.0) for _ in range(10)]
+    curve = certified_accuracy_curve(certifications, [0] * 9 + [1], radii=[0.0, 16.0])
+    assert curve.certified_accuracy == [0.9, 0.9]
+    assert curve.balanced_certified_accuracy == [0.5, 0.5]
 
 
 def test_flip_distribution_over_correct_images_with_unflipped_as_beyond():

@@ -38,13 +38,21 @@ def _png(draw: Callable[[Axes], None]) -> bytes:
 
 
 def certified_accuracy_png(curves: Mapping[str, CertifiedAccuracyCurve]) -> bytes:
-    """Certified accuracy against L2 radius (pixel units), one curve per named model."""
+    """Certified accuracy against L2 radius (pixel units), one solid curve per named model and
+    its balanced certified accuracy dashed in the same colour."""
 
     def draw(axes: Axes) -> None:
         for label, curve in curves.items():
-            axes.plot(curve.radii, curve.certified_accuracy, label=f"{label} (σ={curve.sigma:g})")
+            (line,) = axes.plot(
+                curve.radii, curve.certified_accuracy, label=f"{label} (σ={curve.sigma:g})"
+            )
+            # dashed, same colour: balanced, where a majority-class voter drops to 1/classes
+            axes.plot(
+                curve.radii, curve.balanced_certified_accuracy, linestyle="--",
+                color=line.get_color(),
+            )  # fmt: skip
         axes.set_xlabel("L2 radius r (pixels, [0, 255] scale)")
-        axes.set_ylabel("certified accuracy at ≥ r")
+        axes.set_ylabel("certified accuracy at ≥ r (dashed: balanced)")
 
     return _png(draw)
 

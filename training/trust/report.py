@@ -99,7 +99,8 @@ def _cell(value: float | None) -> str:
 
 
 def markdown(report: TrustReport) -> str:
-    """One row per model: certified accuracy at each radius, flip-ε quartiles."""
+    """One row per model: certified accuracy (and balanced, in brackets) at each radius,
+    flip-ε quartiles."""
     radii = " | ".join(f"cert. acc. r≥{r:g}" for r in RADII)
     lines = [
         f"Trust on {report.n_images} images (schema v{report.schema_version}); radii L2 and ε "
@@ -111,7 +112,12 @@ def markdown(report: TrustReport) -> str:
     for section in report.models:
         curve, flip = section.certified, section.flip
         cert = (
-            " | ".join(f"{a:.3f}" for a in curve.certified_accuracy)
+            " | ".join(
+                f"{a:.3f} (bal. {b:.3f})"
+                for a, b in zip(
+                    curve.certified_accuracy, curve.balanced_certified_accuracy, strict=True
+                )
+            )
             if curve
             else " | ".join("–" for _ in RADII)
         )

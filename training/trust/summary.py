@@ -32,6 +32,11 @@ class CertifiedAccuracyCurve(BaseModel):
     n_images: int
     radii: list[float]
     certified_accuracy: list[float]
+    balanced_certified_accuracy: list[float] = Field(
+        description="the mean over the classes present of each class's certified accuracy: a "
+        "smoothed classifier that votes the majority class everywhere scores 1/classes here, "
+        "however high its plain certified accuracy on an imbalanced sample"
+    )
     abstain_fraction: float
     clean_smoothed_accuracy: float = Field(description="certified accuracy at radius 0")
 
@@ -73,12 +78,19 @@ def certified_accuracy_curve(
         raise ValueError(f"certifications mix noise levels {sorted(sigmas)}; curve one σ at a time")
     correct = np.array([c.label == y for c, y in zip(certifications, labels, strict=True)])
     radius = np.array([c.radius for c in certifications])
+    truth = np.asarray(labels)
+    classes = np.unique(truth)
     accuracy = [float(np.mean(correct & (radius >= r))) for r in radii]
+    balanced = [
+        float(np.mean([np.mean((correct & (radius >= r))[truth == k]) for k in classes]))
+        for r in radii
+    ]
     return CertifiedAccuracyCurve(
         sigma=sigmas.pop(),
         n_images=len(certifications),
         radii=[float(r) for r in radii],
         certified_accuracy=accuracy,
+        balanced_certified_accuracy=balanced,
         abstain_fraction=float(np.mean([c.label is None for c in certifications])),
         clean_smoothed_accuracy=float(np.mean(correct)),
     )
