@@ -53,6 +53,8 @@ def test_report_json_markdown_and_curves(tmp_path, data_dir):
         curve = section.certified
         assert curve is not None and curve.sigma == SIGMA and curve.radii == list(RADII)
         assert curve.certified_accuracy == sorted(curve.certified_accuracy, reverse=True)
+        balanced = curve.balanced_certified_accuracy
+        assert balanced == sorted(balanced, reverse=True) and len(balanced) == len(RADII)
         assert section.flip is not None and set(section.flip.per_class) <= set(NAMES)
     written = write(report, tmp_path / "report_trust.json")
     assert [p.name for p in written] == [
@@ -63,6 +65,6 @@ def test_report_json_markdown_and_curves(tmp_path, data_dir):
     ]
     assert json.loads(written[0].read_text())["schema_version"] == SCHEMA_VERSION
     table = written[1].read_text()
-    assert "plain:1" in table and "noisy:1" in table
+    assert "plain:1" in table and "noisy:1" in table and "(bal. " in table
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written[2:])
     assert np.isfinite(report.models[1].certified.clean_smoothed_accuracy)
