@@ -1,17 +1,24 @@
 """``/predict`` images/s over HTTP at concurrency 16 vs the model's raw batched throughput, and
 single-request HTTP latency vs raw batch-1 latency, measured in one run.
 
-Raw figures are the model's own ceiling, measured in this process on the same stored artifact:
-back-to-back ``training.gradients.logits`` calls on batches of ``--batch-size`` (the server's
-``max_batch_size``), and on single images. The HTTP figures go through everything a client
-sees: a real uvicorn server (started here unless ``--url`` is given), multipart upload, PNG
-sniffing and decoding, preprocessing, dynamic micro-batching, JSON response. The raw throughput
+Raw figures are the model's own ceiling, measured in this process on the same stored artifact
+through the runtime the server serves it with (``--runtime``, i.e. ``MEDROBUST_SERVE_RUNTIME``:
+the same derived artefact and parity gate, ``training.runtimes.serving_forward``): back-to-back
+forward calls on batches of ``--batch-size`` (the server's ``max_batch_size``), and on single
+images. For a runtime other than ``keras`` the stored model gets a training spec whose validation
+split is real HAM10000 (``MEDROBUST_DATA_DIR``), which its parity gate needs; the runtime that
+actually answered (``serving_runtime``, from the responses) is printed with the figures.
+
+The HTTP figures go through everything a client sees: a real uvicorn server (started here unless
+``--url`` is given), multipart upload, PNG sniffing and decoding, preprocessing, dynamic
+micro-batching, JSON response. The raw throughput
 and the HTTP figure are measured in interleaved rounds and the median per-round ratio is reported,
 so load drift on a shared machine does not favour either side. The client is a minimal
 keep-alive HTTP/1.1 client on asyncio streams, so that the load generator, which shares the CPU
 with the server, costs as little as possible.
 
     .venv/bin/python bench/http_predict.py --size 64 --architecture attention
+    .venv/bin/python bench/http_predict.py --size 224 --runtime openvino
 
 ``--compare-ref REF`` also serves the same model from another version of the code (a git ref,
 e.g. the commit before a feature) on a second server, and adds its HTTP throughput to the same
@@ -45,9 +52,20 @@ REPO = Path(__file__).resolve().parents[1]
 BOUNDARY = "medrobust-bench-boundary"
 
 
-def build_store(root: Path, architecture: str, size: int, classes: int) -> str:
+#: images per split of the HAM10000 spec a gated runtime's model is stored with (its gate's
+#: validation images; int8's training images)
+SPEC_IMAGES_PER_SPLIT = 300
+
+
+def build_store(
+    root: Path, architecture: str, size: int, classes: int, with_spec: bool = False
+) -> str:
+    """An untrained model stored as ``bench``; ``with_spec``: with a HAM10000 training spec, so
+    that a serving runtime's parity gate has a validation split to run on."""
     import keras
 
+    from training.config import TrainingSpec
+    from training.data.registry import DatasetSpec
     from training.models import ArchitectureConfig, build_from_config
     from training.preprocess import PreprocessConfig
     from training.store import ModelStore
@@ -55,8 +73,21 @@ def build_store(root: Path, architecture: str, size: int, classes: int) -> str:
     keras.utils.set_random_seed(0)
     config = ArchitectureConfig(architecture=architecture, num_classes=classes, input_size=size)
     names = [f"class{k}" for k in range(classes)]
+    preprocess = PreprocessConfig(input_size=size)
+    dataset = DatasetSpec(
+        kind="ham10000",
+        path="ham10000_200x150",
+        split="source",
+        limit_per_split=SPEC_IMAGES_PER_SPLIT,
+    )
+    spec = TrainingSpec(name="bench", dataset=dataset, preprocess=preprocess)
     ModelStore(root).save(
-        build_from_config(config), "bench", config, PreprocessConfig(input_size=size), names
+        build_from_config(config),
+        "bench",
+        config,
+        preprocess,
+        names,
+        training_spec=spec.model_dump(mode="json") if with_spec else None,
     )
     return "bench"
 
@@ -114,6 +145,11 @@ def start_server(
         MEDROBUST_MAX_BATCH_SIZE=str(args.batch_size),
         MEDROBUST_MAX_BATCH_WAIT_MS=str(args.wait_ms),
     )
+    runtime = getattr(args, "runtime", "keras")
+    if runtime != "keras":  # the parity gate reads the spec's dataset under the data dir
+        from training.data.registry import data_dir
+
+        env.update(MEDROBUST_SERVE_RUNTIME=runtime, MEDROBUST_DATA_DIR=str(data_dir()))
     command = [
         sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
@@ -216,25 +252,37 @@ async def latency(url: str, requests: list[bytes], count: int) -> float:
     return statistics.median(times)
 
 
-def raw_throughput(loaded, batch: np.ndarray, seconds: float) -> float:
-    from training import gradients
-
+def raw_throughput(forward, batch: np.ndarray, seconds: float) -> float:
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds or calls < 3:
-        gradients.logits(loaded.model, batch)
+        forward(batch)
         calls += 1
     return calls * len(batch) / (time.perf_counter() - started)
 
 
-def raw_latency(loaded, image: np.ndarray, count: int) -> float:
-    from training import gradients
-
+def raw_latency(forward, image: np.ndarray, count: int) -> float:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        gradients.logits(loaded.model, image[None])
+        forward(image[None])
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def serving_runtime(url: str, request: bytes) -> str:
+    """The runtime named by the server's answer to ``request`` (what actually serves)."""
+    status, body = asyncio.run(_one(url, request))
+    if status != 200:
+        raise RuntimeError(f"{status}: {body[:200]!r}")
+    return json.loads(body)["predictions"][0]["runtime"]
+
+
+async def _one(url: str, request: bytes) -> tuple[int, bytes]:
+    connection = await Connection.open(url)
+    try:
+        return await connection.send(request)
+    finally:
+        await connection.close()
 
 
 def mean_batch_size(url: str, model: str) -> tuple[float, float]:
@@ -261,6 +309,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="model input size (px)")
     parser.add_argument("--image-size", type=int, help="uploaded PNG side (default: --size)")
     parser.add_argument("--classes", type=int, default=7)
+    parser.add_argument(
+        "--runtime",
+        default="keras",
+        help="MEDROBUST_SERVE_RUNTIME of the server, and what the raw figures run (default keras)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="server max_batch_size")
     parser.add_argument("--wait-ms", type=float, default=5.0, help="server max_batch_wait_ms")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -274,8 +327,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.compare_ref and args.url:
         parser.error("--compare-ref starts both servers itself: leave out --url")
+    if args.compare_ref and args.runtime != "keras":
+        parser.error("--compare-ref compares keras only (an older build_store stores no spec)")
 
     from training.model_ref import ModelRef
+    from training.runtimes import serving_forward
     from training.store import ModelStore
 
     work = Path(tempfile.mkdtemp(prefix="bench-http-"))
@@ -287,7 +343,8 @@ def main() -> None:
         url, store = args.url.rstrip("/"), args.store
     else:
         store = work / "models"
-        args.model = build_store(store, args.architecture, args.size, args.classes)
+        gated = args.runtime != "keras"
+        args.model = build_store(store, args.architecture, args.size, args.classes, gated)
         (work / "state").mkdir()
         url, process = start_server(store, work / "state", args)
     if args.compare_ref:
@@ -299,6 +356,9 @@ def main() -> None:
     try:
         ref = ModelRef.parse(args.model)
         loaded = ModelStore(store).load(ref.name, ref.selector)
+        model_dir = Path(store) / loaded.manifest.name / str(loaded.manifest.version)
+        # the server derived (and gated) the artefact at start-up: this reuses it and its gate
+        forward = serving_forward(loaded, args.runtime, model_dir)
         size = loaded.manifest.preprocess.input_size
         side = args.image_size or size
         rng = np.random.default_rng(0)
@@ -312,8 +372,11 @@ def main() -> None:
             else []
         )
         pixels = rng.uniform(0, 255, (args.batch_size, size, size, 3)).astype(np.float32)
-        raw_throughput(loaded, pixels, 1.0)  # compile both shapes
-        raw_latency(loaded, pixels[0], 3)
+        raw_throughput(forward, pixels, 1.0)  # compile both shapes
+        raw_latency(forward, pixels[0], 3)
+        served_by = serving_runtime(url, requests[0])
+        if served_by != forward.runtime:
+            raise RuntimeError(f"the server answers with {served_by}, raw runs {forward.runtime}")
         asyncio.run(throughput(url, requests, 4 * args.concurrency, args.concurrency))  # warm-up
         if compared:
             asyncio.run(
@@ -322,7 +385,7 @@ def main() -> None:
         raw_rounds, http_rounds, ref_rounds = [], [], []
         sum_before, count_before = mean_batch_size(url, loaded.manifest.ref)
         for _ in range(args.rounds):  # interleaved, so load drift hits both sides alike
-            raw_rounds.append(raw_throughput(loaded, pixels, args.raw_seconds))
+            raw_rounds.append(raw_throughput(forward, pixels, args.raw_seconds))
             http_rounds.append(
                 asyncio.run(throughput(url, requests, args.requests, args.concurrency))
             )
@@ -334,13 +397,15 @@ def main() -> None:
                 )
         sum_after, count_after = mean_batch_size(url, loaded.manifest.ref)
         ratios = [h / r for h, r in zip(http_rounds, raw_rounds, strict=True)]
-        raw_single = raw_latency(loaded, pixels[0], args.latency_requests)
+        raw_single = raw_latency(forward, pixels[0], args.latency_requests)
         http_single = asyncio.run(latency(url, requests, args.latency_requests))
         batches = count_after - count_before
         result = {
             "model": loaded.manifest.ref,
             "architecture": loaded.manifest.architecture.architecture,
             "input_size": size,
+            "runtime_requested": args.runtime,
+            "serving_runtime": served_by,
             "upload_png_side": side,
             "max_batch_size": args.batch_size,
             "max_batch_wait_ms": args.wait_ms,

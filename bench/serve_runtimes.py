@@ -3,8 +3,10 @@
 For each architecture and input size, a ResNet-50 (``weights=None``: speed does not depend on the
 weights) is stored in a temporary model store and loaded back as the API loads it; each runtime of
 ``training.runtimes`` is derived from that stored model (the OpenVINO IR converted and cached next
-to it). Top-1 agreement with Keras fp32 is measured on real HAM10000 test images, prepared as
-serving prepares them; the logits bias is first centred on those images so an untrained network
+to it; ``openvino-int8`` quantised on real HAM10000 *training* images, as serving quantises on the
+model's own training split). Top-1 agreement with Keras fp32 is measured on real HAM10000 test
+images, prepared as serving prepares them; the logits bias is first centred on those images so an
+untrained network
 spreads its predictions over the classes instead of answering one class for every image (which
 would make agreement trivially 100 %). The smallest top-1/top-2 probability gap is printed, since
 agreement means little when the model is certain of everything.
@@ -39,8 +41,18 @@ from training.data import load_ham10000
 from training.data.registry import data_dir
 from training.models import LOGITS_LAYER, build_from_config
 from training.preprocess import PreprocessConfig, prepare_batch, read_image
-from training.runtimes import KERAS, KERAS_BF16, OPENVINO, keras_fp32, runtime_dir
+from training.runtimes import (
+    KERAS,
+    KERAS_BF16,
+    OPENVINO,
+    OPENVINO_INT8,
+    Calibration,
+    keras_fp32,
+    runtime_dir,
+)
 from training.runtimes.bf16 import keras_bf16
+from training.runtimes.calibration import QUANTISATION_LIMIT
+from training.runtimes.openvino_int8 import ensure_int8_ir
 from training.runtimes.openvino_ir import ensure_ir, openvino_forward
 from training.runtimes.parity import check_parity
 from training.store import LoadedModel, ModelStore
@@ -49,11 +61,11 @@ Forward = Callable[[np.ndarray], np.ndarray]
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
-def ham_test_images(count: int) -> list[np.ndarray]:
-    """``count`` HAM10000 test-split images, spread over the split, decoded at 200×150."""
+def ham_images(split: str, count: int) -> list[np.ndarray]:
+    """``count`` HAM10000 images of ``split``, spread over the split, decoded at 200×150."""
     ham = load_ham10000(data_dir() / "ham10000_200x150")
-    test = np.flatnonzero(ham.source_split == "test")
-    picked = test[np.linspace(0, len(test) - 1, count).round().astype(int)]
+    indices = np.flatnonzero(ham.source_split == split)
+    picked = indices[np.linspace(0, len(indices) - 1, count).round().astype(int)]
     return [read_image(ham.paths[i]) for i in picked]
 
 
@@ -75,17 +87,29 @@ def stored_model(
     return store.load(name)
 
 
-def runtimes_for(loaded: LoadedModel, root: Path, names: list[str]) -> dict[str, Forward]:
-    """Keras fp32 plus each named runtime, derived from the stored model as serving derives it."""
+def runtimes_for(
+    loaded: LoadedModel, root: Path, names: list[str], quantisation: Calibration
+) -> dict[str, Forward]:
+    """Keras fp32 plus each named runtime, derived from the stored model as serving derives it
+    (``quantisation``: the training images int8 is calibrated on)."""
     forwards: dict[str, Forward] = {KERAS: keras_fp32(loaded.model)}
     model_dir = root / loaded.manifest.name / str(loaded.manifest.version)
+    weights = loaded.manifest.weights_sha256
     for name in names:
+        started = time.perf_counter()
+        directory = runtime_dir(model_dir, name)
         if name == OPENVINO:
-            started = time.perf_counter()
-            directory = runtime_dir(model_dir, OPENVINO)
-            ensure_ir(loaded.model, loaded.manifest.weights_sha256, directory)
+            ensure_ir(loaded.model, weights, directory)
             forwards[name] = openvino_forward(directory)
             print(f"  openvino IR converted in {time.perf_counter() - started:.1f} s")
+        elif name == OPENVINO_INT8:
+            fp32 = runtime_dir(model_dir, OPENVINO)
+            ensure_int8_ir(loaded.model, weights, fp32, directory, quantisation)
+            forwards[name] = openvino_forward(directory)
+            print(
+                f"  openvino-int8 IR quantised on {len(quantisation.pixels)} "
+                f"{quantisation.source} images in {time.perf_counter() - started:.1f} s"
+            )
         elif name == KERAS_BF16:
             forwards[name] = keras_bf16(loaded.model)
         else:
@@ -110,11 +134,18 @@ def throughput(forward: Forward, batch: np.ndarray, calls: int) -> float:
 
 
 def bench_case(
-    args: argparse.Namespace, architecture: str, size: int, images: list[np.ndarray], root: Path
+    args: argparse.Namespace,
+    architecture: str,
+    size: int,
+    images: list[np.ndarray],
+    train_images: list[np.ndarray],
+    root: Path,
 ) -> list[dict[str, object]]:
-    pixels = prepare_batch(images, PreprocessConfig(input_size=size))
+    preprocess = PreprocessConfig(input_size=size)
+    pixels = prepare_batch(images, preprocess)
     loaded = stored_model(ModelStore(root), architecture, size, pixels)
-    forwards = runtimes_for(loaded, root, args.runtimes)
+    quantisation = Calibration.of_images(train_images, preprocess, "HAM10000 train")
+    forwards = runtimes_for(loaded, root, args.runtimes, quantisation)
     batch = np.resize(pixels, (args.batch, *pixels.shape[1:]))
     for forward in forwards.values():  # warm up: graph tracing, IR compilation, both shapes
         forward(pixels[:1]), forward(batch)
@@ -165,8 +196,18 @@ def main() -> None:
     parser.add_argument(
         "--architectures", type=lambda s: s.split(","), default=["baseline", "attention"]
     )
-    parser.add_argument("--runtimes", type=lambda s: s.split(","), default=[KERAS_BF16, OPENVINO])
+    parser.add_argument(
+        "--runtimes",
+        type=lambda s: s.split(","),
+        default=[KERAS_BF16, OPENVINO, OPENVINO_INT8],
+    )
     parser.add_argument("--images", type=int, default=256, help="real images for agreement")
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        default=QUANTISATION_LIMIT,
+        help="real training images openvino-int8 is quantised on",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=5, help="calls per runtime per round")
@@ -174,22 +215,23 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"load average at start: {os.getloadavg()}; {os.cpu_count()} CPUs")
-    images = ham_test_images(args.images)
+    images = ham_images("test", args.images)
+    train_images = ham_images("train", args.train_images)
     rows = []
     with tempfile.TemporaryDirectory(prefix="serve-runtimes-") as tmp:
         for size in args.sizes:
             for architecture in args.architectures:
                 print(f"{architecture} @ {size} px")
-                rows += bench_case(args, architecture, size, images, Path(tmp))
+                rows += bench_case(args, architecture, size, images, train_images, Path(tmp))
     print(f"load average at end: {os.getloadavg()}")
     header = (
-        f"{'arch':<10}{'px':>5} {'runtime':<11}{'b1 ms':>9}{'×keras':>8}"
+        f"{'arch':<10}{'px':>5} {'runtime':<14}{'b1 ms':>9}{'×keras':>8}"
         f"{'b' + str(args.batch) + ' img/s':>11}{'×keras':>8}{'top-1':>8}{'max|Δp|':>10}"
     )
     print(header)
     for row in rows:
         print(
-            f"{row['architecture']:<10}{row['size']:>5} {row['runtime']:<11}"
+            f"{row['architecture']:<10}{row['size']:>5} {row['runtime']:<14}"
             f"{row['batch1_latency_ms']:>9.1f}{row['latency_vs_keras']:>8.2f}"
             f"{row[f'batch{args.batch}_images_per_s']:>11.1f}{row['throughput_vs_keras']:>8.2f}"
             f"{row['top1_agreement']:>8.3f}{row['max_abs_probability_diff']:>10.2g}"

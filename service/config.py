@@ -53,12 +53,15 @@ class Settings(CoreSettings):
     )
     max_batch_size: int = Field(16, ge=1, description="dynamic micro-batching: largest batch")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
-    # keras until the 224-px bench (bench/serve_runtimes.py) has run on a quiet machine; then the
-    # fastest runtime that passes the parity gate (training/runtimes/)
-    serve_runtime: Literal["keras", "keras-bf16", "openvino"] = Field(
-        "keras",
-        description="forward pass of /predict: keras (fp32), keras-bf16 or openvino; a runtime "
-        "that fails its parity gate against keras fp32 falls back to keras",
+    # openvino: the fastest runtime that passed the parity gate in bench/serve_runtimes.py (224
+    # and 64 px, batch 1 and 16; docs/results/benchmarks-cpu.md); keras-bf16 and openvino-int8
+    # failed the gate there and are opt-in
+    serve_runtime: Literal["keras", "keras-bf16", "openvino", "openvino-int8"] = Field(
+        "openvino",
+        description="forward pass of /predict and of the PACS analysis: keras (fp32), keras-bf16, "
+        "openvino (fp32) or openvino-int8 (quantised on the model's training images); a runtime "
+        "that fails its parity gate against keras fp32, or a model without a readable validation "
+        "split to gate it on, is served by keras",
     )
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1)
     # 4096 × 4096: the models take 32-1024 px inputs, so this is resolution to spare for a

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -42,6 +45,7 @@ DEFAULT_STORE = None  # training.settings.CoreSettings.store_dir: the one the se
 # TF_CPP_MIN_LOG_LEVEL 2 drops TensorFlow's C++ INFO and WARNING lines (oneDNN notices, CPU
 # feature hints); errors still show
 QUIET_TF_LOG_LEVEL = "2"
+_verbose = False  # --verbose, set by the app's callback before any command runs
 
 
 def _store(path: Path | None) -> ModelStore:
@@ -54,6 +58,8 @@ def _store(path: Path | None) -> ModelStore:
 
 def _quiet_backend(verbose: bool) -> None:
     """Silence TensorFlow / absl logging unless ``verbose``; a value the user set is kept."""
+    global _verbose
+    _verbose = verbose
     if verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         return
@@ -61,6 +67,37 @@ def _quiet_backend(verbose: bool) -> None:
     # absl's Python logger and TensorFlow's own: warnings about tracing and compiled metrics
     for name in ("absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _load_backend() -> None:
+    """Import Keras (and its backend) first thing in a command that runs a model; unless
+    ``--verbose``, with the C++ start-up lines silenced (see :func:`_stderr_closed`)."""
+    if _verbose:
+        import keras  # noqa: F401
+
+        return
+    with _stderr_closed():
+        import keras  # noqa: F401
+
+
+@contextmanager
+def _stderr_closed() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null inside: for C++ code that writes there directly.
+
+    TensorFlow 2.21 logs its oneDNN and CPU-feature notices through absl before absl's log is
+    initialised, and those lines ignore TF_CPP_MIN_LOG_LEVEL. An import error still surfaces: the
+    exception propagates after the descriptor is restored.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @app.callback()
@@ -101,6 +138,7 @@ def train(
     checkpoint_dir: Annotated[Path | None, typer.Option(help="resumable checkpoints")] = None,
 ) -> None:
     """Train a model (resuming from its checkpoint directory) and store it as a new version."""
+    _load_backend()
     from training.config import ModelOptions, TrainConfig, TrainingSpec, apply_overrides, load_spec
     from training.data.registry import DatasetSpec
 
@@ -193,6 +231,7 @@ def quickstart(
     """Train small demo models on the staged HAM10000 data (a few minutes on a CPU): derm
     (attention) and derm-baseline, alias production, default of task derm; then print the curl
     to try. Where the data is absent, say so and train nothing."""
+    _load_backend()
     from training.quickstart import (
         QuickstartOptions,
         example_image,
@@ -235,6 +274,7 @@ def predict(
 ) -> None:
     """Class probabilities for one image file, as JSON; with --robustness, the same block as
     the API's (smallest flipping ε in L∞ and L2, certified L2 radius)."""
+    _load_backend()
     from training.model_ref import ModelRef
     from training.predict import predict_images
     from training.preprocess import prepare_image, read_image
@@ -309,6 +349,7 @@ def evaluate(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Attack stored models over an ε sweep; write a JSON report, a markdown table, a PNG curve."""
+    _load_backend()
     from tqdm import tqdm
 
     from training.attacks.registry import takes_parameter
@@ -415,6 +456,7 @@ def explain(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Grad-CAM (and attention maps) for one image, optionally next to its attacked version."""
+    _load_backend()
     from training.attacks import make_attack
     from training.attacks.registry import takes_parameter
     from training.explain.image import explain_image
@@ -465,6 +507,7 @@ def reproduce(
     set_: Annotated[list[str], typer.Option("--set", help="override: weights=null")] = [],  # noqa: B006
 ) -> None:
     """Train, attack and explain every (task, variant, seed) of a study; resumes if stopped."""
+    _load_backend()
     from datetime import UTC, datetime
 
     from training.reproduce import StudyFolders, load_study, run_study

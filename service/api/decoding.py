@@ -112,7 +112,8 @@ class DecodePool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def get_decode_pool(request: Request) -> DecodePool:
+async def get_decode_pool(request: Request) -> DecodePool:
+    # async: FastAPI runs a sync dependency in its thread pool, a thread hop per request
     return request.app.state.decoder
 
 

@@ -5,6 +5,11 @@ Backend-free (it calls ``training/`` for decoding, the model and Grad-CAM, and
 share it. Unsuitable instances raise :class:`training.dicom.DicomInputError` (its subclasses say
 why: not an image, unsupported transfer syntax, wrong modality for the model ...); callers report
 those as skipped rather than failed.
+
+The probabilities come from the model's serving runtime, as ``/predict``'s do: a
+:class:`training.runtimes.ServingModel` (what the worker loads, under ``MEDROBUST_SERVE_RUNTIME``)
+carries the runtime that passed its parity gate, a plain loaded model is served by Keras fp32.
+Grad-CAM and the robustness block always run on the Keras model (gradients stay in Keras).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pydicom import Dataset
 from service.pacs.results import (
     Finding,
     ResultObjects,
+    RuntimeIdentity,
     build_secondary_capture,
     build_structured_report,
 )
@@ -27,6 +33,7 @@ from training.explain.overlay import overlay
 from training.model_ref import ModelIdentity
 from training.predict import prediction_from_probabilities
 from training.preprocess import prepare_image
+from training.runtimes import KERAS, forward_of
 from training.store import LoadedModel
 
 if TYPE_CHECKING:
@@ -58,6 +65,9 @@ def analyze_dataset(
     ``trust`` adds the prediction's robustness block (computed on the same prepared pixels the
     model classified) to the SR and to the returned objects; a block past its deadline is left
     out, with the reason.
+
+    The SR names the runtime that computed the probabilities (and its artefact's sha256); the
+    overlay explains the class that runtime predicted, so finding and map always agree.
     """
     manifest = loaded.manifest
     if check_modality:
@@ -65,17 +75,25 @@ def analyze_dataset(
     image = dicom_to_image(source)
     pixels = prepare_image(image, manifest.preprocess)[None]
     cam = get_method(method)
-    explanation = cam.explain(loaded.model, pixels)
-    prediction = prediction_from_probabilities(manifest, explanation.probabilities[0])
+    forward = forward_of(loaded)
+    if forward.runtime == KERAS:  # Grad-CAM's own forward pass is Keras fp32's: no second one
+        explanation = cam.explain(loaded.model, pixels)
+        probabilities = explanation.probabilities[0]
+    else:
+        probabilities = forward(pixels)[0]
+        explanation = cam.explain(loaded.model, pixels, int(np.argmax(probabilities)))
+    prediction = prediction_from_probabilities(manifest, probabilities)
     model = ModelIdentity.of(manifest)
     finding = Finding(prediction.top_class, prediction.top_probability, prediction.probabilities)
     shown = overlay(_fit(image, max_overlay_side), explanation.maps[0])
     robustness, skipped = (None, None) if trust is None else trust.block(loaded, pixels[0])
+    runtime = RuntimeIdentity.of(forward)
     return ResultObjects(
-        sr=build_structured_report(source, finding, model, robustness=robustness),
+        sr=build_structured_report(source, finding, model, robustness=robustness, runtime=runtime),
         sc=build_secondary_capture(source, shown, model, method=method, layer=cam.layer),
         robustness=robustness,
         robustness_skipped=skipped,
+        runtime=runtime,
     )
 
 

@@ -17,7 +17,7 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import highdicom as hd
 import numpy as np
@@ -51,6 +51,8 @@ PIXEL_VALUE = hd.sr.CodedConcept(
 )
 #: Version of the robustness methods as recorded in the SR's algorithm identification.
 TRUST_METHOD_VERSION = "1"
+#: the runtime that computes probabilities when none is named (``training.runtimes.KERAS``)
+KERAS_RUNTIME = "keras"
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 
@@ -96,6 +98,42 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class RuntimeIdentity:
+    """What computed a finding's probabilities: the serving runtime (``training.runtimes``:
+    ``keras``, ``keras-bf16``, ``openvino`` ...) and the sha256 of its converted artefact (None
+    for the Keras runtimes, whose weights are the stored model's own)."""
+
+    name: str = KERAS_RUNTIME
+    artefact_sha256: str | None = None
+
+    @classmethod
+    def of(cls, forward: Any) -> RuntimeIdentity:
+        """From a ``training.runtimes.ServingForward`` (duck-typed: no Keras import here)."""
+        return cls(forward.runtime, forward.artefact_sha256)
+
+    def parameters(self) -> list[str]:
+        """The SR's algorithm parameters that name it, as ``/predict`` answers name it."""
+        named = [f"runtime={self.name}"]
+        if self.artefact_sha256 is not None:
+            named.append(f"runtime_artefact_sha256={self.artefact_sha256}")
+        return named
+
+    def describe(self) -> str:
+        """``openvino (artefact sha256 …)``, or the bare name for a runtime with no artefact."""
+        if self.artefact_sha256 is None:
+            return self.name
+        return f"{self.name} (artefact sha256 {self.artefact_sha256})"
+
+    def uid_parts(self) -> list[str]:
+        """What the SR's UID adds for this runtime: nothing for Keras fp32, so its UIDs stay
+        what they always were; another runtime's probabilities differ in their last digits
+        and make another document (a PACS keeps the first of two objects with one UID)."""
+        if self.name == KERAS_RUNTIME:
+            return []
+        return [self.name, self.artefact_sha256 or ""]
+
+
+@dataclass(frozen=True)
 class ResultObjects:
     """What one analysed image yields: the SR (finding) and the SC (Grad-CAM overlay)."""
 
@@ -104,6 +142,8 @@ class ResultObjects:
     robustness: RobustnessBlock | None = None
     #: why the robustness asked for is not (all) in the SR, e.g. its deadline passed
     robustness_skipped: str | None = None
+    #: what computed the SR's probabilities
+    runtime: RuntimeIdentity = field(default_factory=RuntimeIdentity)
 
 
 def build_structured_report(
@@ -112,6 +152,7 @@ def build_structured_report(
     model: ModelIdentity,
     *,
     robustness: RobustnessBlock | None = None,
+    runtime: RuntimeIdentity | None = None,
     series_number: int = SR_SERIES_NUMBER,
 ) -> Dataset:
     """A Comprehensive SR (TID 1500 Measurement Report) of ``finding`` about ``source``.
@@ -124,21 +165,25 @@ def build_structured_report(
     Content: the device observer (this service, its model name ``name:version``); one
     measurement group (TID 1501) per class, most probable first, each with the class as finding
     type, its probability (DCM 122157, unit "1"), the algorithm identification (TID 4019: model
-    name, version, ``weights_sha256=...`` as a parameter) and the source image reference; the
-    predicted class's group also carries it as a qualitative evaluation (SCT "Classification");
-    and a root comment stating the finding, the model and that this is not for diagnosis (TID
-    1500 is extensible). The source's Study/Series/SOP Instance UIDs are also recorded as
-    evidence.
+    name, version, and as parameters ``weights_sha256=...``, ``runtime=...`` and, for a runtime
+    with a converted artefact, ``runtime_artefact_sha256=...``) and the source image reference;
+    the predicted class's group also carries it as a qualitative evaluation (SCT
+    "Classification"); and a root comment stating the finding, the model, the runtime and that
+    this is not for diagnosis (TID 1500 is extensible). The source's Study/Series/SOP Instance
+    UIDs are also recorded as evidence.
+
+    ``runtime``: what computed the probabilities (None: Keras fp32).
 
     With ``robustness`` (the per-prediction block of :mod:`training.trust.answer`), one more
     group about the predicted class records it as numeric measurements: see
     :func:`_robustness_group`.
     """
     header = _source_header(source)
+    runtime = runtime or RuntimeIdentity()
     algorithm = hd.sr.AlgorithmIdentification(
         name=model.name,
         version=str(model.version),
-        parameters=[f"weights_sha256={model.weights_sha256}"],
+        parameters=[f"weights_sha256={model.weights_sha256}", *runtime.parameters()],
         manufacturer=MANUFACTURER,
     )
     reference = hd.sr.SourceImageForMeasurementGroup(
@@ -193,7 +238,8 @@ def build_structured_report(
             name=codes.DCM.Comment,
             value=(
                 f"Predicted class: {finding.class_name} (probability {finding.probability:.4f}) "
-                f"by {model.describe()}. {NOT_FOR_DIAGNOSIS}"
+                f"by {model.describe()}, computed by the {runtime.describe()} runtime. "
+                f"{NOT_FOR_DIAGNOSIS}"
             ),
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
@@ -204,7 +250,11 @@ def build_structured_report(
         series_instance_uid=_uid("sr-series", header.SeriesInstanceUID, *_model_parts(model)),
         series_number=series_number,
         sop_instance_uid=_uid(
-            "sr", header.SOPInstanceUID, *_model_parts(model), *_robustness_parts(robustness)
+            "sr",
+            header.SOPInstanceUID,
+            *_model_parts(model),
+            *_robustness_parts(robustness),
+            *runtime.uid_parts(),
         ),
         instance_number=_instance_number(source),
         manufacturer=MANUFACTURER,

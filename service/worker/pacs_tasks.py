@@ -9,15 +9,23 @@ one copy of each.
 
 The listener's spooled files hold patient data: they are deleted when their job ends (succeeded,
 failed or cancelled); a sender must resend after a failure.
+
+The probabilities in each SR come from the serving runtime ``MEDROBUST_SERVE_RUNTIME`` names, as
+``/predict``'s do: derived, gated against Keras fp32 and cached once per worker process
+(``training.runtimes``), Keras fp32 with a logged reason when it does not pass. The job's result
+names the runtime that ran (``runtime``, ``runtime_artefact_sha256``, and ``runtime_requested``
+after a fallback). Grad-CAM and robustness stay in Keras.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 
@@ -27,6 +35,9 @@ from service.jobs.schemas import TERMINAL_STATES, JobState, JobView
 from service.worker.common import Stopped, claimed, json_safe, run_job, validated_request
 from service.worker.context import WorkerContext, worker_context
 from service.worker.progress import Heartbeat, Throttle
+
+if TYPE_CHECKING:
+    from training.runtimes import ServingCache, ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +73,37 @@ def _run(
     return JobState.succeeded
 
 
-def _load(ctx: WorkerContext, ref: str) -> Any:
+def _load(ctx: WorkerContext, ref: str) -> ServingModel:
+    """The model ``ref`` names, served by the configured runtime (see the module docstring)."""
     from training.model_ref import ModelRef
 
     parsed = ModelRef.parse(ref)
-    return ctx.models.load(parsed.name, parsed.selector)
+    loaded = ctx.models.load(parsed.name, parsed.selector)
+    directory = ctx.store.root / loaded.manifest.name / str(loaded.manifest.version)
+    cache = _serving_cache(os.getpid(), ctx.models.capacity)
+    return cache.get(loaded, ctx.settings.serve_runtime, directory)
+
+
+@functools.cache
+def _serving_cache(pid: int, capacity: int) -> ServingCache:
+    """This process's served models, made after the fork (keyed by pid) like its context."""
+    from training.runtimes import ServingCache
+
+    return ServingCache(capacity)
+
+
+def runtime_summary(served: ServingModel) -> dict[str, Any]:
+    """What a job's result says about the runtime behind its probabilities (as /predict)."""
+    forward = served.forward
+    summary: dict[str, Any] = {
+        "runtime": forward.runtime,
+        "runtime_artefact_sha256": forward.artefact_sha256,
+    }
+    # after a fallback, only the runtime asked for: the reason, which may name server paths,
+    # stays in the worker's log
+    if forward.runtime != forward.requested:
+        summary["runtime_requested"] = forward.requested
+    return summary
 
 
 # ---- DICOMweb ---------------------------------------------------------------------------------
@@ -101,7 +138,7 @@ def run_pacs_study(ctx: WorkerContext, job: JobView) -> JobState | None:
             trust=pacs_trust(loaded, request.robustness, settings),
             robustness=request.robustness,
         )
-        return {"pacs": request.pacs, **summary.model_dump(mode="json")}
+        return {"pacs": request.pacs, **summary.model_dump(mode="json"), **runtime_summary(loaded)}
 
     return _run(ctx, job, work, "PACS study")
 
@@ -127,9 +164,8 @@ def run_pacs_dimse(ctx: WorkerContext, job: JobView) -> JobState | None:
     def work(progress: Progress) -> dict[str, Any]:
         loaded = _load(ctx, request.model)
         trust = pacs_trust(loaded, request.robustness, ctx.settings)
-        return analyze_and_send(
-            request, loaded, ctx.settings.pacs_timeout_s, progress, trust
-        ).model_dump(mode="json")
+        summary = analyze_and_send(request, loaded, ctx.settings.pacs_timeout_s, progress, trust)
+        return {**summary.model_dump(mode="json"), **runtime_summary(loaded)}
 
     state = _run(ctx, job, work, "DIMSE")
     if state is not None:  # the job ended here: the received instances are no longer needed

@@ -1,4 +1,5 @@
-"""Serving runtimes for the forward (probabilities) path: Keras fp32, Keras bf16, OpenVINO.
+"""Serving runtimes for the forward (probabilities) path: Keras fp32, Keras bf16, OpenVINO fp32
+and OpenVINO int8.
 
 :func:`serving_forward` picks the forward pass that serves a stored model behind a parity gate
 against Keras fp32 (:mod:`training.runtimes.parity`), falling back to Keras when a runtime cannot
@@ -11,18 +12,21 @@ from training.runtimes.calibration import (
     CALIBRATION_LIMIT,
     Calibration,
     CalibrationUnavailable,
+    training_calibration,
     validation_calibration,
 )
 from training.runtimes.forward import (
     KERAS,
     KERAS_BF16,
     OPENVINO,
+    OPENVINO_INT8,
     RUNTIMES,
     Forward,
     ServingForward,
     keras_fp32,
 )
 from training.runtimes.parity import MIN_TOP1_AGREEMENT, ParityReport, check_parity
+from training.runtimes.served import ServingCache, ServingModel, forward_of
 from training.runtimes.serving import serving_forward
 
 __all__ = [
@@ -31,6 +35,7 @@ __all__ = [
     "KERAS_BF16",
     "MIN_TOP1_AGREEMENT",
     "OPENVINO",
+    "OPENVINO_INT8",
     "RUNTIMES",
     "RUNTIMES_DIR",
     "ArtefactRecord",
@@ -38,11 +43,15 @@ __all__ = [
     "CalibrationUnavailable",
     "Forward",
     "ParityReport",
+    "ServingCache",
     "ServingForward",
+    "ServingModel",
     "check_parity",
+    "forward_of",
     "keras_fp32",
     "read_record",
     "runtime_dir",
     "serving_forward",
+    "training_calibration",
     "validation_calibration",
 ]

@@ -3,8 +3,9 @@
 Each runtime other than ``keras`` gets ``<model dir>/runtimes/<runtime>/`` beside the stored
 model (``<store>/<name>/<version>/``). Its ``artefact.json`` says which stored weights it derives
 from, the artefact's own sha256 (None when the runtime has no file of its own, as ``keras-bf16``),
-the library versions, and the last parity gate run for it, so an operator can read why a runtime
-serves or does not serve a model without starting the service.
+the library versions, for an int8 artefact the images it was quantised on, and the last parity
+gate run for it, so an operator can read why a runtime serves or does not serve a model without
+starting the service.
 """
 
 from __future__ import annotations
@@ -13,12 +14,21 @@ import os
 import threading
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from training.runtimes.parity import ParityReport
 
 RUNTIMES_DIR = "runtimes"
 RECORD_FILE = "artefact.json"
+
+
+class QuantisationRecord(BaseModel):
+    """The images an int8 artefact's quantisation ranges were calibrated on."""
+
+    source: str = Field(description="e.g. 'training split'")
+    images: int
+    pixels_sha256: str = Field(description="sha256 of the prepared calibration pixels")
+    preset: str = Field(description="the quantiser's preset, e.g. 'performance'")
 
 
 class ArtefactRecord(BaseModel):
@@ -29,6 +39,7 @@ class ArtefactRecord(BaseModel):
     artefact_sha256: str | None = None
     created_at: str
     versions: dict[str, str]
+    quantisation: QuantisationRecord | None = None
     parity: ParityReport | None = None
 
 

@@ -1,11 +1,13 @@
-"""Calibration images for the parity gate: real images the model is meant to see, prepared as
-serving prepares them.
+"""Calibration images for the parity gate and for int8 quantisation: real images the model is
+meant to see, prepared as serving prepares them.
 
-For a stored model trained by this project these are its own validation split (re-derived from
-the manifest's training spec: the same dataset, split mode and seed), since agreement on the images
-a model was selected on is what the issue asks for; labels are not needed, only the images. A
-caller that has no such split (a model stored without a spec, a dataset not on this machine)
-passes its own fixed set of real images instead.
+For a stored model trained by this project the gate's images are its own validation split
+(re-derived from the manifest's training spec: the same dataset, split mode and seed), since
+agreement on the images a model was selected on is what the issue asks for; an int8 artefact's
+quantisation ranges come from its training split, so that the gate never judges a quantisation
+on the images it was fitted to. Labels are not needed, only the images. A caller that has no
+such split (a model stored without a spec, a dataset not on this machine) passes its own fixed set
+of real images instead.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from training.store import ModelManifest
 
 #: the gate's largest calibration set: enough to resolve 99.9 % (one disagreement in 1000)
 CALIBRATION_LIMIT = 1000
+#: images an int8 quantisation is calibrated on (NNCF's default subset size: its range
+#: estimates settle well before that, and each image costs a forward pass with statistics)
+QUANTISATION_LIMIT = 300
 
 
 class CalibrationUnavailable(RuntimeError):
@@ -53,22 +58,33 @@ def evenly_spaced(indices: np.ndarray, limit: int) -> np.ndarray:
     return indices[np.linspace(0, len(indices) - 1, limit).round().astype(int)]
 
 
-def validation_calibration(manifest: ModelManifest, limit: int = CALIBRATION_LIMIT) -> Calibration:
-    """Up to ``limit`` images of the model's own validation split, prepared for it."""
+def split_calibration(manifest: ModelManifest, split: str, limit: int) -> Calibration:
+    """Up to ``limit`` images of the model's own ``split`` (``train``, ``val``), prepared for it."""
+    name = {"val": "validation", "train": "training"}.get(split, split) + " split"
     if not manifest.training_spec:
         raise CalibrationUnavailable(f"{manifest.ref} was stored without a training spec")
     try:
         spec = TrainingSpec.model_validate(manifest.training_spec)
         data = load_dataset(spec.dataset)
-        picked = evenly_spaced(splits_for(spec.dataset, data)["val"], limit)
+        picked = evenly_spaced(splits_for(spec.dataset, data)[split], limit)
         if data.arrays is not None:
             images = [data.arrays[i] for i in picked]
         else:
             images = [read_image(data.file_paths()[i]) for i in picked]
     except (ValueError, OSError) as exc:  # pydantic's ValidationError and DatasetError are too
         raise CalibrationUnavailable(
-            f"{manifest.ref}: its validation split cannot be read here: {exc}"
+            f"{manifest.ref}: its {name} cannot be read here: {exc}"
         ) from exc
     if not images:
-        raise CalibrationUnavailable(f"{manifest.ref}: its validation split is empty")
-    return Calibration.of_images(images, manifest.preprocess, "validation split")
+        raise CalibrationUnavailable(f"{manifest.ref}: its {name} is empty")
+    return Calibration.of_images(images, manifest.preprocess, name)
+
+
+def validation_calibration(manifest: ModelManifest, limit: int = CALIBRATION_LIMIT) -> Calibration:
+    """Up to ``limit`` images of the model's own validation split: the parity gate's images."""
+    return split_calibration(manifest, "val", limit)
+
+
+def training_calibration(manifest: ModelManifest, limit: int = QUANTISATION_LIMIT) -> Calibration:
+    """Up to ``limit`` images of the model's own training split: what int8 is quantised on."""
+    return split_calibration(manifest, "train", limit)

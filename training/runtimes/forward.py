@@ -20,8 +20,9 @@ from training.metrics import softmax
 KERAS = "keras"
 KERAS_BF16 = "keras-bf16"
 OPENVINO = "openvino"
+OPENVINO_INT8 = "openvino-int8"
 #: every runtime a deployment may name (``MEDROBUST_SERVE_RUNTIME``)
-RUNTIMES: tuple[str, ...] = (KERAS, KERAS_BF16, OPENVINO)
+RUNTIMES: tuple[str, ...] = (KERAS, KERAS_BF16, OPENVINO, OPENVINO_INT8)
 
 
 class Forward(Protocol):

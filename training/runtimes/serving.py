@@ -2,15 +2,16 @@
 
 ``serving_forward`` is the one call a server makes per loaded model. For ``keras`` it returns the
 Keras fp32 forward pass. For any other runtime it derives the runtime's form of the model (the
-cached OpenVINO IR, the bf16 clone), runs the parity gate against Keras fp32 on the calibration
-images (the model's validation split unless the caller gives its own), records the result in the
-runtime's ``artefact.json`` and serves the runtime only if it passed. Anything short of that (no
-calibration images, a failed conversion, a failed gate) serves Keras fp32 and logs why: a
-deployment that asks for a faster runtime never gets wrong answers or no answers for it.
+cached OpenVINO IR, its int8 quantisation on the model's training split, the bf16 clone), runs
+the parity gate against Keras fp32 on the calibration images (the model's validation split unless
+the caller gives its own), records the result in the runtime's ``artefact.json`` and serves the
+runtime only if it passed. Anything short of that (no calibration images, a failed conversion or
+quantisation, a failed gate) serves Keras fp32 and logs why: a deployment that asks for a faster
+runtime never gets wrong answers or no answers for it.
 
-An OpenVINO gate that already passed or failed on the same IR, calibration pixels and library
-versions is reused from the record instead of being run again at every start; the bf16 clone has no
-artefact of its own, so its gate runs at every load.
+A gate that already passed or failed on the same artefact (IR bytes), calibration pixels and
+library versions is reused from the record instead of being run again at every start; the bf16
+clone has no artefact of its own, so its gate runs at every load.
 """
 
 from __future__ import annotations
@@ -26,17 +27,20 @@ from training.runtimes.bf16 import keras_bf16
 from training.runtimes.calibration import (
     Calibration,
     CalibrationUnavailable,
+    training_calibration,
     validation_calibration,
 )
 from training.runtimes.forward import (
     KERAS,
     KERAS_BF16,
     OPENVINO,
+    OPENVINO_INT8,
     RUNTIMES,
     Forward,
     ServingForward,
     keras_fp32,
 )
+from training.runtimes.openvino_int8 import ensure_int8_ir
 from training.runtimes.openvino_ir import ensure_ir, openvino_forward
 from training.runtimes.parity import ParityReport, check_parity, pixels_sha256
 from training.store import LoadedModel
@@ -53,20 +57,33 @@ def _bf16_record(loaded: LoadedModel) -> ArtefactRecord:
     )
 
 
-def _derive(loaded: LoadedModel, runtime: str, directory: Path) -> tuple[Forward, ArtefactRecord]:
-    """The runtime's forward pass and its record (the OpenVINO IR is converted or reused)."""
+def _derive(
+    loaded: LoadedModel,
+    runtime: str,
+    model_dir: Path,
+    quantisation: Calibration | None,
+) -> tuple[Forward, ArtefactRecord]:
+    """The runtime's forward pass and its record (an IR is converted or reused; int8 needs
+    ``quantisation`` images, the model's training split when None)."""
+    directory = runtime_dir(model_dir, runtime)
+    weights = loaded.manifest.weights_sha256
     if runtime == OPENVINO:
-        record = ensure_ir(loaded.model, loaded.manifest.weights_sha256, directory)
+        record = ensure_ir(loaded.model, weights, directory)
+        return openvino_forward(directory), record
+    if runtime == OPENVINO_INT8:
+        images = quantisation or training_calibration(loaded.manifest)
+        fp32_directory = runtime_dir(model_dir, OPENVINO)
+        record = ensure_int8_ir(loaded.model, weights, fp32_directory, directory, images)
         return openvino_forward(directory), record
     return keras_bf16(loaded.model), _bf16_record(loaded)
 
 
 def _recorded_gate(
-    runtime: str, record: ArtefactRecord, directory: Path, calibration: Calibration
+    record: ArtefactRecord, directory: Path, calibration: Calibration
 ) -> ParityReport | None:
     """The gate recorded for this very artefact (same IR bytes, made by the installed versions)
-    and calibration set, if any (OpenVINO only)."""
-    if runtime != OPENVINO:
+    and calibration set, if any (runtimes with an artefact of their own only)."""
+    if record.artefact_sha256 is None:
         return None
     stored = read_record(directory)
     if stored is None or stored.parity is None or stored.artefact_sha256 != record.artefact_sha256:
@@ -86,11 +103,13 @@ def serving_forward(
     runtime: str,
     model_dir: Path,
     calibration: Calibration | None = None,
+    quantisation: Calibration | None = None,
 ) -> ServingForward:
     """The forward pass that serves ``loaded`` when ``runtime`` is asked for (see the module).
 
-    ``model_dir`` is the stored version's directory; ``calibration`` defaults to the model's own
-    validation split.
+    ``model_dir`` is the stored version's directory; ``calibration`` (the gate's images) defaults
+    to the model's own validation split, ``quantisation`` (``openvino-int8`` only) to its
+    training split.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown serving runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
@@ -104,10 +123,12 @@ def serving_forward(
             return _fallback(loaded, runtime, f"no calibration images for the parity gate: {exc}")
     directory = runtime_dir(model_dir, runtime)
     try:
-        candidate, record = _derive(loaded, runtime, directory)
+        candidate, record = _derive(loaded, runtime, model_dir, quantisation)
+    except CalibrationUnavailable as exc:
+        return _fallback(loaded, runtime, f"no training images to quantise on: {exc}")
     except Exception as exc:  # a converter's failure must cost speed, never the service
         return _fallback(loaded, runtime, f"{runtime} conversion failed: {exc}")
-    report = _recorded_gate(runtime, record, directory, calibration)
+    report = _recorded_gate(record, directory, calibration)
     if report is None:
         report = check_parity(runtime, reference, candidate, calibration.pixels, calibration.source)
         write_record(directory, record.model_copy(update={"parity": report}))

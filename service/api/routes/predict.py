@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import PredictCaller
+from service.api.batching import ARRIVALS
 from service.api.decoding import DecodePoolDep, decode_cost
 from service.api.deps import RegistryDep, SettingsDep, selected_refs
 from service.api.errors import IMAGE_ERRORS
@@ -23,14 +25,24 @@ from service.api.schemas import ImageInfo, ModelPrediction
 from service.api.trust import (
     TRUST_FORM_FIELDS,
     TrustParams,
-    TrustPoolDep,
+    TrustPool,
     check_limits,
+    get_trust_pool,
     plan_for,
 )
 from service.api.upload import parse_image_request
 from training.predict import prediction_from_probabilities
 
 router = APIRouter(tags=["inference"])
+
+
+async def _trust_pool(request: Request) -> TrustPool:
+    """``get_trust_pool`` on the event loop: FastAPI runs a sync dependency such as it in its
+    thread pool, a thread hop (and a GIL hand-over) per request on the hottest path."""
+    return get_trust_pool(request)
+
+
+TrustPoolDep = Annotated[TrustPool, Depends(_trust_pool)]
 
 
 class PredictParams(ImageParams, TrustParams):
@@ -96,24 +108,28 @@ async def predict(
     422 over a limit or for `certify` on a model trained without noise and no `noise_sigma`,
     503 past the deadline.
     """
-    upload, params = await parse_image_request(request, settings, PredictParams)
-    check_limits(params, settings)
-    refs = selected_refs(params, registry)
-    served = [await registry.get(ref) for ref in refs]
-    accepts = [(s.ref, s.manifest.accepts) for s in served]
-    check_accepted(upload, accepts, params.allow_modality_mismatch)
-    plans = [plan_for(s.loaded, params, settings) for s in served]
-    deadline = trust.deadline(params)
-    # Decode and prepare in the decode pool; the batchers know these requests are coming.
-    configs = [s.manifest.preprocess for s in served]
-    prepared = asyncio.ensure_future(
-        decoder.run(decode_cost(upload), decode_and_prepare, upload, configs, params.multiframe)
-    )
+    with ARRIVALS.coming() as arrival:
+        upload, params = await parse_image_request(request, settings, PredictParams)
+        check_limits(params, settings)
+        refs = selected_refs(params, registry)
+        served = [await registry.get(ref) for ref in refs]
+        accepts = [(s.ref, s.manifest.accepts) for s in served]
+        check_accepted(upload, accepts, params.allow_modality_mismatch)
+        plans = [plan_for(s.loaded, params, settings) for s in served]
+        deadline = trust.deadline(params)
+        # Decode and prepare in the decode pool; the batchers know this request is coming from
+        # the moment its body is read (ARRIVALS) and wait for it.
+        configs = [s.manifest.preprocess for s in served]
+        prepared = asyncio.ensure_future(
+            decoder.run(decode_cost(upload), decode_and_prepare, upload, configs, params.multiframe)
+        )
 
-    async def pixels(index: int) -> np.ndarray:
-        return (await prepared)[index]
+        async def pixels(index: int) -> np.ndarray:
+            return (await prepared)[index]
 
-    rows = await asyncio.gather(*(s.batcher.submit(pixels(i)) for i, s in enumerate(served)))
+        rows = await asyncio.gather(
+            *(s.batcher.submit(pixels(i), arrival) for i, s in enumerate(served))
+        )
     blocks = [
         None if plan is None else (await trust.answer(s.loaded, await pixels(i), plan, deadline))
         for i, (s, plan) in enumerate(zip(served, plans, strict=True))
