@@ -343,6 +343,10 @@ def _fit_defended(
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
         logs: dict[str, float] = {}
+        # Keras 3's train_on_batch resets the metrics on every call: its values are the batch's
+        # alone, so the epoch's running means (fit's: weighted by rows) are kept here
+        totals: dict[str, float] = {}
+        rows = 0
         for batch in range(steps):
             callback_list.on_train_batch_begin(batch)
             pixels, onehot = batches[epoch * steps + batch]
@@ -352,7 +356,10 @@ def _fit_defended(
             )
             defenses.reseed_dropout(model, config.seed, epoch, batch)
             result = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
-            logs = {key: float(value) for key, value in result.items()}
+            rows += len(x)
+            for key, value in result.items():
+                totals[key] = totals.get(key, 0.0) + float(value) * len(x)
+            logs = {key: total / rows for key, total in totals.items()}
             callback_list.on_train_batch_end(batch, logs)
             if model.stop_training:
                 break

@@ -175,3 +175,26 @@ def test_adversarial_training_resumes_exactly_after_a_crash(
     ):
         np.testing.assert_array_equal(ours, theirs)
     assert set(uninterrupted.history) >= {"loss", "accuracy", "val_loss"}
+
+
+def test_a_defended_epoch_logs_the_running_mean_of_its_batches(
+    tmp_path, tiny_images, tiny_splits, monkeypatch
+):
+    """Keras 3's ``train_on_batch`` reports one batch: the epoch's history must be the mean over
+    its rows, as ``fit`` reports it, not the last batch's values (16 images: two batches of 8)."""
+    batches: list[tuple[int, dict[str, float]]] = []
+    train_on_batch = keras.Model.train_on_batch
+
+    def recorded(self, x, y=None, **kwargs):  # a spy: the real step runs
+        result = train_on_batch(self, x, y, **kwargs)
+        batches.append((len(x), {k: float(v) for k, v in result.items()}))
+        return result
+
+    monkeypatch.setattr(keras.Model, "train_on_batch", recorded)
+    result = train(tiny_spec(epochs=1, adversarial=PGD), tiny_images, tiny_splits, tmp_path)
+
+    assert [rows for rows, _ in batches] == [8, 8]
+    for key in ("loss", "accuracy"):
+        mean = sum(rows * logs[key] for rows, logs in batches) / 16
+        assert result.history[key] == [pytest.approx(mean, rel=1e-6)], key
+    assert batches[0][1]["loss"] != batches[1][1]["loss"]  # else the mean could be the last
