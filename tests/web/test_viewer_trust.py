@@ -30,7 +30,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 TOKEN = "viewer-trust"
 HAM_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 SIGMA = 64.0
-MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S = 500, 10, 400, 120.0
+# the page asks for every block of both models at once: up to 4 × MAX_MODEL_CALLS batch-1
+# gradients in one request, which took 124 s on a busy 2-core CI machine; the deadline bounds a
+# stuck computation, it is not a timing target
+MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S = 500, 10, 400, 300.0
 STEPS = 5
 CANDIDATES = 12  # HAM10000 JPEGs tried for one whose flip and certificate are both found
 # CERTIFY abstains unless the Clopper-Pearson lower bound on p_A reaches 1/2; with all n
@@ -125,7 +128,8 @@ def analyse(browser: Browser) -> None:
         lambda _: (
             not browser.find("#analyse-busy").text
             and (len(browser.find_all(".card")) == 2 or browser.find("#analyse-error").text)
-        )
+        ),
+        timeout_s=DEADLINE_S + 30,
     )
 
 
