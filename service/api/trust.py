@@ -201,7 +201,8 @@ class TrustPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def get_trust_pool(request: Request) -> TrustPool:
+async def get_trust_pool(request: Request) -> TrustPool:
+    # async: FastAPI runs a sync dependency in its thread pool, a thread hop per request
     return request.app.state.trust
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import PredictCaller
@@ -25,24 +24,14 @@ from service.api.schemas import ImageInfo, ModelPrediction
 from service.api.trust import (
     TRUST_FORM_FIELDS,
     TrustParams,
-    TrustPool,
+    TrustPoolDep,
     check_limits,
-    get_trust_pool,
     plan_for,
 )
 from service.api.upload import parse_image_request
 from training.predict import prediction_from_probabilities
 
 router = APIRouter(tags=["inference"])
-
-
-async def _trust_pool(request: Request) -> TrustPool:
-    """``get_trust_pool`` on the event loop: FastAPI runs a sync dependency such as it in its
-    thread pool, a thread hop (and a GIL hand-over) per request on the hottest path."""
-    return get_trust_pool(request)
-
-
-TrustPoolDep = Annotated[TrustPool, Depends(_trust_pool)]
 
 
 class PredictParams(ImageParams, TrustParams):
