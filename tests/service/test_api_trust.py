@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from tests.support.api_server import REPO, TOKENS, LiveServer, start_server
+from tests.support.tiny_models import HAM_NAMES
 from training.explain.panel import PNG_KEY
 from training.trust import FlipSpec
 
@@ -33,16 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 
 SIGMA = 64.0
 MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S = 500, 10, 400, 120.0
-HAM_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 UNITS = "pixel intensity on the [0, 255] input scale (ε = 2 means 2/255)"
-
-
-def _save(store, model, name: str, classes: list[str], architecture: str, spec: dict) -> None:
-    from training.models import ArchitectureConfig
-    from training.preprocess import PreprocessConfig
-
-    config = ArchitectureConfig(architecture=architecture, num_classes=len(classes), input_size=32)
-    store.save(model, name, config, PreprocessConfig(input_size=32), classes, training_spec=spec)
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +46,13 @@ def ham_images(data_dir: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trust_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    from tests.support.tiny_models import ham_case, resnet
+    from tests.support.tiny_models import resnet, save_ham_pair, save_tiny
     from training.store import ModelStore
 
     root = tmp_path_factory.mktemp("trust-api")
     store = ModelStore(root / "models")
-    _save(store, ham_case(data_dir).model, "ham", HAM_NAMES, "baseline", {"train": {}})
-    noisy = ham_case(data_dir, SIGMA).model
-    _save(store, noisy, "ham-noise", HAM_NAMES, "baseline", {"train": {"noise_sigma": SIGMA}})
-    _save(store, resnet(), "cam", ["a", "b", "c"], "baseline", {"note": "untrained"})
+    save_ham_pair(store, data_dir, SIGMA)
+    save_tiny(store, resnet(), "cam", ["a", "b", "c"], {"note": "untrained"})
     server = start_server(
         root / "models",
         root / "state",

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,8 +24,9 @@ import numpy as np
 from training import gradients
 from training.data import load_ham10000
 from training.data.base import LabeledImages
-from training.models import LOGITS_LAYER, build_model
-from training.preprocess import read_image
+from training.models import LOGITS_LAYER, ArchitectureConfig, build_model
+from training.preprocess import PreprocessConfig, read_image
+from training.store import ModelStore
 
 SIZE = 32
 NUM_CLASSES = 3  # of the synthetic task
@@ -52,6 +54,27 @@ def cnn(
         jit_compile=False,
     )
     return model
+
+
+HAM_NAMES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+def save_ham_pair(store: ModelStore, data_dir: Path, sigma: float) -> None:
+    """``ham`` (trained clean) and ``ham-noise`` (Gaussian noise of ``sigma``, recorded in its
+    spec so the API certifies it at that σ): the tiny HAM10000 CNNs of :func:`ham_case`."""
+    save_tiny(store, ham_case(data_dir).model, "ham", HAM_NAMES, {"train": {}})
+    noisy = ham_case(data_dir, sigma).model
+    save_tiny(store, noisy, "ham-noise", HAM_NAMES, {"train": {"noise_sigma": sigma}})
+
+
+def save_tiny(
+    store: ModelStore, model: keras.Model, name: str, classes: Sequence[str], spec: dict
+) -> None:
+    """Store ``model`` as a 32-px "baseline" with ``classes`` and the (partial) training spec."""
+    config = ArchitectureConfig(architecture="baseline", num_classes=len(classes), input_size=SIZE)
+    store.save(
+        model, name, config, PreprocessConfig(input_size=SIZE), list(classes), training_spec=spec
+    )
 
 
 def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,6 @@ from tests.support.browser import Browser, require_browser
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 
 TOKEN = "viewer-trust"
-HAM_NAMES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 SIGMA = 64.0
 # the page asks for every block of both models at once: up to 4 × MAX_MODEL_CALLS batch-1
 # gradients in one request, which took 124 s on a busy 2-core CI machine; the deadline bounds a
@@ -44,25 +43,15 @@ TOO_FEW_SAMPLES = 5
 SHOWN_TO = 0.005 + 1e-9
 
 
-def _save(store: Any, model: Any, name: str, spec: dict) -> None:
-    from training.models import ArchitectureConfig
-    from training.preprocess import PreprocessConfig
-
-    config = ArchitectureConfig(architecture="baseline", num_classes=len(HAM_NAMES), input_size=32)
-    store.save(model, name, config, PreprocessConfig(input_size=32), HAM_NAMES, training_spec=spec)
-
-
 @pytest.fixture(scope="module")
 def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     require_browser()  # before the models are trained, not after
-    from tests.support.tiny_models import ham_case
+    from tests.support.tiny_models import save_ham_pair
     from training.store import ModelStore
 
     root = tmp_path_factory.mktemp("viewer-trust")
     store = ModelStore(root / "models")
-    _save(store, ham_case(data_dir).model, "ham", {"train": {}})
-    noisy = ham_case(data_dir, SIGMA).model
-    _save(store, noisy, "ham-noise", {"train": {"noise_sigma": SIGMA}})
+    save_ham_pair(store, data_dir, SIGMA)
     live = start_server(
         root / "models",
         root / "state",
