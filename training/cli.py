@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -72,11 +72,7 @@ def _quiet_backend(verbose: bool) -> None:
 def _load_backend() -> None:
     """Import Keras (and its backend) first thing in a command that runs a model; unless
     ``--verbose``, with the C++ start-up lines silenced (see :func:`_stderr_closed`)."""
-    if _verbose:
-        import keras  # noqa: F401
-
-        return
-    with _stderr_closed():
+    with nullcontext() if _verbose else _stderr_closed():
         import keras  # noqa: F401
 
 
