@@ -31,6 +31,14 @@ class _AdversarialTraining(BaseModel):
     ramp_epochs: int = Field(
         0, ge=0, description="ε (and the step size) grow linearly to full over these epochs"
     )
+    attack_mode: Literal["train", "inference"] = Field(
+        "train",
+        description=(
+            "how the network runs while the examples are made: 'train' as the training step runs"
+            " it (batch statistics, its dropout masks; moving statistics untouched), 'inference'"
+            " with batch norm's moving statistics and no dropout"
+        ),
+    )
 
     def epsilon_at(self, epoch: int) -> float:
         """ε for 0-based ``epoch``: ``epsilon · min(1, (epoch + 1) / ramp_epochs)``."""

@@ -19,10 +19,16 @@ the [0, 255] scale the attacks use:
   via Randomized Smoothing", ICML 2019): ``x + N(0, σ²)``, not clipped, so the model learns the
   noisy inputs randomized smoothing will later classify with the same σ.
 
-Attacks run in inference mode (batch-norm moving statistics, no dropout), as in most PGD-AT and
-TRADES implementations. Every random draw (PGD starts, TRADES starts, noise, dropout masks) is a
-pure function of ``(seed, epoch, batch)``; with the weights restored from a checkpoint, a resumed
-run therefore trains on exactly the batches an uninterrupted one would.
+By default (``attack_mode: train``) the examples are made against the network exactly as the
+training step then runs it: batch statistics and the step's own dropout masks, with batch norm's
+moving statistics left untouched (a stateless call, :mod:`training.gradients`). Madry et al.'s
+reference code attacks its train-mode graph the same way. ``attack_mode: inference`` attacks the
+moving-statistics network instead, as many PyTorch implementations do (``model.eval()``); from
+scratch that is a different function for a long time (the moving averages trail weights that
+change fast), and the study's first PGD-AT runs, made that way, learned next to nothing
+(docs/results/reproduce-cpu-strong). Every random draw (PGD starts, TRADES starts, noise, dropout
+masks) is a pure function of ``(seed, epoch, batch)``; with the weights restored from a
+checkpoint, a resumed run therefore trains on exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -96,6 +102,12 @@ def training_loss(config: TrainConfig) -> keras.losses.Loss:
     return keras.losses.CategoricalCrossentropy(from_logits=True)
 
 
+class TrainModePGD(PGDLinf):
+    """PGD-L∞ against the network as the training step runs it (``attack_mode: train``)."""
+
+    network_training = True
+
+
 def defended_batch(
     model: keras.Model,
     config: TrainConfig,
@@ -148,7 +160,7 @@ def pgd_examples(
     """
     count = int(np.ceil(defense.fraction * len(pixels)))
     epsilon = defense.epsilon_at(epoch)
-    attack = PGDLinf(
+    attack = (TrainModePGD if defense.attack_mode == "train" else PGDLinf)(
         epsilon,
         step_size=_ramped_step_size(defense, epsilon),
         steps=defense.steps,
@@ -172,11 +184,14 @@ def trades_examples(
     """TRADES' inner maximisation: ``steps`` projected sign steps up ``KL(f(x) ‖ f(x'))``."""
     epsilon = defense.epsilon_at(epoch)
     step_size = _ramped_step_size(defense, epsilon)
-    clean_logits = gradients.logits(model, pixels)
+    training = defense.attack_mode == "train"
+    clean_logits = gradients.logits(model, pixels, training=training)
     start = pixels + TRADES_START_SCALE * rng.standard_normal(pixels.shape).astype(np.float32)
     x_adv = np.clip(start, *_PIXELS).astype(np.float32)
     numbers = np.array([step_size, epsilon, *_PIXELS], np.float32)
-    step = gradients.loss_step(model, "trades_kl", _kl_objective, _projected_sign_step)
+    step = gradients.loss_step(
+        model, "trades_kl", _kl_objective, _projected_sign_step, training=training
+    )
     state: tuple = (x_adv,)
     for _ in range(defense.steps):
         state = step(state, (pixels, clean_logits, numbers))

@@ -351,10 +351,11 @@ def _fit_defended(
             callback_list.on_train_batch_begin(batch)
             pixels, onehot = batches[epoch * steps + batch]
             weights = defenses.class_sample_weights(onehot, class_weight)
+            # seeded first: a train-mode attack then draws the dropout masks the step will use
+            defenses.reseed_dropout(model, config.seed, epoch, batch)
             x, y, sample_weight = defenses.defended_batch(
                 model, config, pixels, onehot, weights, epoch, batch, steps
             )
-            defenses.reseed_dropout(model, config.seed, epoch, batch)
             result = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
             rows += len(x)
             for key, value in result.items():

@@ -11,6 +11,12 @@ its own backend.)
 
 Compiled functions are cached per model object (weakly, so models can be freed); they capture no
 per-call state, so one model can serve concurrent callers.
+
+Everything runs the network in inference mode (batch-norm moving statistics, no dropout) unless
+``training=True``: then it runs as in a training step (batch statistics, the dropout masks the
+layers' seed state gives) but *statelessly*, so batch norm's moving statistics and the dropout
+seeds are left as they were. Adversarial training makes its examples that way (see
+:mod:`training.defenses`).
 """
 
 from __future__ import annotations
@@ -43,20 +49,24 @@ def _cross_entropy(logits: Any, onehot: Any) -> Any:
 
 
 def loss_input_gradient(
-    model: keras.Model, pixels: np.ndarray, onehot: np.ndarray
+    model: keras.Model, pixels: np.ndarray, onehot: np.ndarray, training: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """(d Σ_i CE(model(x_i), y_i) / d x, logits) for a batch; pixels in raw [0, 255] space.
 
     The sum keeps each example's gradient equal to the gradient of its own loss.
     """
-    step = _cached(model, "loss_input_gradient", lambda: _make_loss_input_gradient(model))
+    step = _cached(
+        model,
+        ("loss_input_gradient", training),
+        lambda: _make_loss_input_gradient(model, training),
+    )
     gradient, logits = step(pixels.astype(np.float32), onehot.astype(np.float32))
     return np.asarray(gradient), np.asarray(logits)
 
 
-def logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
-    """Inference-mode logits as numpy, compiled once per model."""
-    forward = _cached(model, "logits", lambda: _make_forward(model))
+def logits(model: keras.Model, pixels: np.ndarray, training: bool = False) -> np.ndarray:
+    """Logits as numpy (inference mode unless ``training``), compiled once per model and mode."""
+    forward = _cached(model, ("logits", training), lambda: _make_forward(model, training))
     return np.asarray(forward(pixels.astype(np.float32)))
 
 
@@ -70,6 +80,7 @@ def linf_ascent_steps(
     epsilon: float,
     clip: tuple[float, float],
     targeted: bool,
+    training: bool = False,
 ) -> np.ndarray:
     """PGD-L∞'s iterations: ``steps`` times ``x_adv ← clip(Π_ε(x_adv + α·sign(±∇CE)))``.
 
@@ -81,12 +92,21 @@ def linf_ascent_steps(
     """
     x_adv, x = np.asarray(x_adv, np.float32), np.asarray(x, np.float32)
     return _linf_ascent_steps(
-        model, x_adv, x, onehot.astype(np.float32), steps, step_size, epsilon, clip, targeted
+        model,
+        x_adv,
+        x,
+        onehot.astype(np.float32),
+        steps,
+        step_size,
+        epsilon,
+        clip,
+        targeted,
+        training,
     )
 
 
 def loss_step(
-    model: keras.Model, key: Hashable, loss: Callable, update: Callable
+    model: keras.Model, key: Hashable, loss: Callable, update: Callable, training: bool = False
 ) -> Callable[[tuple, tuple], tuple]:
     """A compiled ``step(state, constants) -> state`` for attacks that iterate on their own loss.
 
@@ -102,7 +122,9 @@ def loss_step(
     several image-sized arrays would otherwise spend longer moving them through numpy each step
     than computing the gradient. ``key`` names the (loss, update) pair in the per-model cache.
     """
-    return _cached(model, ("loss_step", key), lambda: _make_loss_step(model, loss, update))
+    return _cached(
+        model, ("loss_step", key, training), lambda: _make_loss_step(model, loss, update, training)
+    )
 
 
 def batch_logits(model: keras.Model, pixels: Any) -> np.ndarray:
@@ -155,19 +177,37 @@ if BACKEND == "tensorflow":
     # gradient, as on JAX, instead of TensorFlow's None
     ZERO = tf.UnconnectedGradients.ZERO
 
-    def _make_forward(model: keras.Model) -> Callable:
+    def _network(model: keras.Model, training: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+        """``model`` as a function of its input: the plain inference call, or a training-mode
+        ``stateless_call`` whose variable updates (moving statistics, seeds) are dropped."""
+        if not training:
+            return lambda pixels: model(pixels, training=False)
+
+        def call(pixels: tf.Tensor) -> tf.Tensor:
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+            out, _ = model.stateless_call(trainable, non_trainable, pixels, training=True)
+            return out
+
+        return call
+
+    def _make_forward(model: keras.Model, training: bool) -> Callable:
+        network = _network(model, training)
+
         @tf.function(reduce_retracing=True)
         def forward(pixels: tf.Tensor) -> tf.Tensor:
-            return model(pixels, training=False)
+            return network(pixels)
 
         return forward
 
-    def _make_loss_input_gradient(model: keras.Model) -> Callable:
+    def _make_loss_input_gradient(model: keras.Model, training: bool) -> Callable:
+        network = _network(model, training)
+
         @tf.function(reduce_retracing=True)
         def step(pixels: tf.Tensor, onehot: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
                 tape.watch(pixels)
-                out = model(pixels, training=False)
+                out = network(pixels)
                 loss = tf.reduce_sum(_cross_entropy(out, onehot))
             # a dense input's gradient is a Tensor (IndexedSlices only arise from gathers)
             gradient = tf.convert_to_tensor(tape.gradient(loss, pixels, unconnected_gradients=ZERO))
@@ -185,22 +225,27 @@ if BACKEND == "tensorflow":
         epsilon: float,
         clip: tuple[float, float],
         targeted: bool,
+        training: bool,
     ) -> np.ndarray:
         for _ in range(steps):
-            grad, _ = loss_input_gradient(model, x_adv, onehot)
+            grad, _ = loss_input_gradient(model, x_adv, onehot, training)
             grad = np.nan_to_num(grad.astype(np.float32, copy=False), nan=0.0)
             direction = np.sign(-grad if targeted else grad)
             moved = np.clip(x_adv + step_size * direction, x - epsilon, x + epsilon)
             x_adv = np.clip(moved, clip[0], clip[1])
         return x_adv
 
-    def _make_loss_step(model: keras.Model, loss: Callable, update: Callable) -> Callable:
+    def _make_loss_step(
+        model: keras.Model, loss: Callable, update: Callable, training: bool
+    ) -> Callable:
+        network = _network(model, training)
+
         @tf.function(reduce_retracing=True)
         def step(state: tuple, constants: tuple) -> tuple:
             pixels = state[0]
             with tf.GradientTape() as tape:
                 tape.watch(pixels)
-                out = model(pixels, training=False)
+                out = network(pixels)
                 values = loss(out, constants)
                 total = tf.reduce_sum(values)
             grad = tape.gradient(total, pixels, unconnected_gradients=ZERO)
@@ -234,19 +279,21 @@ elif BACKEND == "jax":
             [v.value for v in model.non_trainable_variables],
         )
 
-    def _pure(model: keras.Model) -> Callable:
+    def _pure(model: keras.Model, training: bool = False) -> Callable:
+        """``model`` as a pure function of (weights, x); training-mode updates are dropped."""
+
         def call(weights: tuple[list[Any], list[Any]], x: Any) -> Any:
-            out, _ = model.stateless_call(weights[0], weights[1], x, training=False)
+            out, _ = model.stateless_call(weights[0], weights[1], x, training=training)
             return out
 
         return call
 
-    def _make_forward(model: keras.Model) -> Callable:
-        forward = jax.jit(_pure(model))
+    def _make_forward(model: keras.Model, training: bool) -> Callable:
+        forward = jax.jit(_pure(model, training))
         return lambda pixels: forward(_weights(model), pixels)
 
-    def _make_loss_input_gradient(model: keras.Model) -> Callable:
-        call = _pure(model)
+    def _make_loss_input_gradient(model: keras.Model, training: bool) -> Callable:
+        call = _pure(model, training)
 
         def loss(pixels: Any, weights: Any, onehot: Any) -> tuple[Any, Any]:
             out = call(weights, pixels)
@@ -255,8 +302,8 @@ elif BACKEND == "jax":
         grad = jax.jit(jax.grad(loss, has_aux=True))
         return lambda pixels, onehot: grad(pixels, _weights(model), onehot)
 
-    def _make_linf_step(model: keras.Model) -> Callable:
-        call = _pure(model)
+    def _make_linf_step(model: keras.Model, training: bool) -> Callable:
+        call = _pure(model, training)
 
         def loss(pixels: Any, weights: Any, onehot: Any) -> Any:
             return jnp.sum(_cross_entropy(call(weights, pixels), onehot))
@@ -284,8 +331,9 @@ elif BACKEND == "jax":
         epsilon: float,
         clip: tuple[float, float],
         targeted: bool,
+        training: bool,
     ) -> np.ndarray:
-        step = _cached(model, "linf_step", lambda: _make_linf_step(model))
+        step = _cached(model, ("linf_step", training), lambda: _make_linf_step(model, training))
         numbers = jnp.asarray(
             [-1.0 if targeted else 1.0, step_size, epsilon, clip[0], clip[1]], jnp.float32
         )
@@ -296,8 +344,10 @@ elif BACKEND == "jax":
             device_adv = step(weights, device_adv, device_x, device_onehot, numbers)
         return np.asarray(device_adv)
 
-    def _make_loss_step(model: keras.Model, loss: Callable, update: Callable) -> Callable:
-        call = _pure(model)
+    def _make_loss_step(
+        model: keras.Model, loss: Callable, update: Callable, training: bool
+    ) -> Callable:
+        call = _pure(model, training)
 
         def objective(pixels: Any, weights: Any, constants: tuple) -> tuple[Any, Any]:
             out = call(weights, pixels)

@@ -200,6 +200,21 @@ def test_logits_and_input_gradients_agree(both_backends, runs, name):
     assert np.all(errors <= tolerance), f"relative errors {errors} above {tolerance}"
 
 
+def test_train_mode_logits_use_batch_statistics_on_both_backends(both_backends, runs):
+    """Adversarial training's attacks run the network in train mode. The baseline has no dropout
+    (whose masks each backend draws from its own generator), so there the backends must agree as
+    for inference; on every model train mode must differ from inference (batch statistics)."""
+    tf_results, jax_results = both_backends
+    key = "baseline/train_mode_logits"
+    scale = np.abs(tf_results[key]).max()
+    np.testing.assert_allclose(jax_results[key], tf_results[key], rtol=1e-4, atol=1e-4 * scale)
+    for run in (*TF_RUNS, "jax"):
+        results = runs[run]
+        for name in MODEL_NAMES:
+            train_mode, inference = results[f"{name}/train_mode_logits"], results[f"{name}/logits"]
+            assert np.abs(train_mode - inference).max() > 0.1 * np.abs(inference).max(), name
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_fgsm_steps_along_each_backends_own_gradient_sign(both_backends, runs, name):
     """FGSM is ``clip(x + ε·sign(g))``: on each backend exactly so with its own gradient, so
@@ -284,6 +299,7 @@ def test_a_jax_training_run_resumes_stores_and_evaluates_without_tensorflow(jax_
     # the optimizer state survived the crash: both epochs' steps are counted
     assert facts["checkpoint_optimizer_iterations"] == 2 * facts["steps_per_epoch"]
     assert facts["loaded_name"] == "jax-tiny"
+    assert facts["defense"]["method"] == "pgd" and facts["defense"]["attack_mode"] == "train"
     assert facts["report_models"] == [facts["weights_sha256"]]
     assert [cell[:2] for cell in facts["report_cells"]] == [["fgsm", 4.0], ["pgd", 4.0]]
     assert facts["report_map_comparisons"] == 2

@@ -101,6 +101,36 @@ def test_trades_climbs_the_kl_inside_the_ball(tiny_model, tiny_batch):
     assert kl(adversarial) > kl(start)
 
 
+def test_a_train_mode_attack_sees_batch_statistics_and_changes_no_state(tiny_model, tiny_batch):
+    """``attack_mode: train`` (the default) attacks the network a training step runs, batch
+    statistics and all, through a stateless call: batch norm's moving statistics stay put."""
+    pixels, onehot = tiny_batch
+
+    def state() -> list[np.ndarray]:
+        return [keras.ops.convert_to_numpy(v) for v in tiny_model.non_trainable_variables]
+
+    before = state()
+    inference = gradients.logits(tiny_model, pixels)
+    train_mode = gradients.logits(tiny_model, pixels, training=True)
+    for defense in (PGD, TRADES):
+        config = TrainConfig(adversarial=defense)
+        assert config.adversarial.attack_mode == "train"
+        defenses.defended_batch(tiny_model, config, pixels, onehot, np.ones(8, np.float32), 0, 0, 1)
+    for old, new in zip(before, state(), strict=True):
+        np.testing.assert_array_equal(new, old)
+
+    # what a training-mode call computes (on a copy: that call does update the statistics)
+    copy = keras.models.clone_model(tiny_model)
+    copy.set_weights(tiny_model.get_weights())
+    expected = keras.ops.convert_to_numpy(copy(pixels, training=True))
+    scale = np.abs(expected).max()
+    # the same float32 operations compiled and eager differ by rounding, ~1e-6 of the logits'
+    # scale through ResNet-50; a fresh model's moving statistics (mean 0, variance 1) are far
+    # from its batch statistics, so the two modes differ by a sizeable share of that scale
+    np.testing.assert_allclose(train_mode, expected, rtol=0, atol=1e-4 * scale)
+    assert np.abs(train_mode - inference).max() > 0.1 * scale
+
+
 def test_trades_loss_is_weighted_ce_plus_beta_kl():
     rng = np.random.default_rng(1)
     clean, adversarial = rng.normal(size=(2, 5, 3)).astype(np.float32)

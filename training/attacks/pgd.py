@@ -20,6 +20,8 @@ Random starts are a pure function of ``(seed, sample_id, restart)``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import keras
 import numpy as np
 
@@ -37,6 +39,10 @@ class PGDLinf(ProjectedGradientAttack):
     name = "pgd"
     kind = "iterative"
     norm = "inf"
+    #: run the network as a training step does (batch statistics, dropout; statelessly, see
+    #: :mod:`training.gradients`): set by adversarial training's own subclass, never by users
+    #: (restarts would still be judged in inference mode)
+    network_training: ClassVar[bool] = False
 
     def _start(self, x: np.ndarray, sample_ids: np.ndarray, restart: int) -> np.ndarray:
         noise = self._random_unit_noise(x.shape[1:], sample_ids, stream=restart)
@@ -56,4 +62,5 @@ class PGDLinf(ProjectedGradientAttack):
             epsilon=self.epsilon,
             clip=(self.clip_min, self.clip_max),
             targeted=self.targeted,
+            training=self.network_training,
         )

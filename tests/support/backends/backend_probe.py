@@ -32,6 +32,8 @@ def probe(model: keras.Model, pixels: np.ndarray, labels: np.ndarray) -> dict[st
     input_gradient, _ = gradients.loss_input_gradient(model, pixels, onehot)
     out = {
         "logits": gradients.logits(model, pixels),
+        # as adversarial training attacks it: batch statistics (and dropout), stateless
+        "train_mode_logits": gradients.logits(model, pixels, training=True),
         "input_gradient": input_gradient,
         "fgsm": make_attack("fgsm", epsilon=2.0).generate(model, pixels, labels),
         # random start: per-sample numpy seeds, the same on both backends

@@ -2,7 +2,8 @@
 process where TensorFlow cannot be imported.
 
 It writes a tiny image-folder dataset, trains with :func:`training.workflow.train_and_store`
-(crashing once in epoch 2 and resuming from the checkpoint), loads the stored model back
+with PGD adversarial training (its attacks in train mode: stateless batch statistics under
+``jax.jit``), crashing once in epoch 2 and resuming from the checkpoint, loads the stored model back
 (sha256-verified), and attacks it with ``medrobust evaluate`` (FGSM and PGD, Grad-CAM compared).
 It prints one JSON line of facts for the test to check.
 
@@ -46,7 +47,13 @@ def main(workdir: Path) -> None:
         name="jax-tiny",
         dataset=DatasetSpec(kind="folders", path=str(workdir / "images")),
         preprocess=PreprocessConfig(input_size=32),
-        train=TrainConfig(epochs=2, batch_size=8, learning_rate=1e-3, warmup_epochs=1),
+        train=TrainConfig(
+            epochs=2,
+            batch_size=8,
+            learning_rate=1e-3,
+            warmup_epochs=1,
+            adversarial={"method": "pgd", "epsilon": 4.0, "steps": 2},
+        ),
     )
     store = ModelStore(workdir / "store")
     checkpoints = workdir / "checkpoints"
@@ -105,6 +112,7 @@ def main(workdir: Path) -> None:
         "checkpoint_optimizer_iterations": int(np.asarray(checkpoint.optimizer.iterations.value)),
         "steps_per_epoch": math.ceil(len(splits_for(spec.dataset, data)["train"]) / 8),
         "loaded_name": loaded.manifest.name,
+        "defense": (manifest.training_spec or {})["train"]["adversarial"],
         "weights_sha256": manifest.weights_sha256,
         "report_models": [m["weights_sha256"] for m in report["models"]],
         "report_cells": [(c["attack"], c["epsilon"], c["n"]) for c in report["results"]],
