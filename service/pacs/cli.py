@@ -1,7 +1,9 @@
 """``medrobust-pacs`` (or ``python -m service.pacs.cli``): PACS work from the command line.
 
 - ``analyze-study``: the DICOMweb round trip for one study, run here and now (no queue, no API):
-  QIDO-RS, WADO-RS, the model, STOW-RS of the SR + SC; prints the summary as JSON.
+  QIDO-RS, WADO-RS, the model, STOW-RS of the SR + SC; prints the summary as JSON, with the
+  runtime that computed the probabilities (``--runtime``, default ``MEDROBUST_SERVE_RUNTIME``,
+  behind the same parity gate and fallback as a worker's).
 - ``submit``: the same as a job through a running API (``POST /jobs/pacs-study``); prints the
   job id, or with ``--wait`` the finished job.
 
@@ -15,9 +17,12 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, get_args
 
-from service.config import get_settings
+from service.config import Settings, get_settings
+
+#: the runtimes the service can be configured with (without importing Keras to list them)
+SERVE_RUNTIMES = get_args(Settings.model_fields["serve_runtime"].annotation)
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -36,6 +41,7 @@ def _dicomweb_url(pacs: str) -> str:
 def analyze_study_command(args: argparse.Namespace) -> int:
     from service.pacs.dicomweb import PacsError, analyze_study, dicomweb_client
     from training.model_ref import ModelRef
+    from training.runtimes import ServingModel, runtime_summary, serving_forward
     from training.store import ModelStore, ModelStoreError
 
     settings = get_settings()
@@ -46,6 +52,10 @@ def analyze_study_command(args: argparse.Namespace) -> int:
     except (ModelStoreError, ValueError, OSError) as exc:
         print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 1
+    manifest = loaded.manifest
+    runtime = args.runtime or settings.serve_runtime
+    forward = serving_forward(loaded, runtime, store.root / manifest.name / str(manifest.version))
+    served = ServingModel(loaded.model, manifest, forward)
     client = dicomweb_client(_dicomweb_url(args.pacs), args.timeout)
 
     def progress(done: int, total: int) -> None:
@@ -55,7 +65,7 @@ def analyze_study_command(args: argparse.Namespace) -> int:
         summary = analyze_study(
             client,
             args.study,
-            loaded,
+            served,
             args.method,
             check_modality=not args.allow_modality_mismatch,
             max_instances=settings.pacs_max_instances,
@@ -64,7 +74,7 @@ def analyze_study_command(args: argparse.Namespace) -> int:
     except PacsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(summary.model_dump_json(indent=2))
+    print(json.dumps({**summary.model_dump(mode="json"), **runtime_summary(served)}, indent=2))
     return 0
 
 
@@ -126,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(analyze, "DICOMweb base URL (http://host:8042/dicom-web) or a configured PACS name")
     analyze.add_argument("--store", help="model store (default: MEDROBUST_STORE_DIR)")
     analyze.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    analyze.add_argument(
+        "--runtime",
+        choices=SERVE_RUNTIMES,
+        help="runtime for the probabilities (default: MEDROBUST_SERVE_RUNTIME)",
+    )
     analyze.set_defaults(run=analyze_study_command)
 
     submit = commands.add_parser("submit", help="queue it as a job through the API")

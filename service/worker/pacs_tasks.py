@@ -92,26 +92,13 @@ def _serving_cache(pid: int, capacity: int) -> ServingCache:
     return ServingCache(capacity)
 
 
-def runtime_summary(served: ServingModel) -> dict[str, Any]:
-    """What a job's result says about the runtime behind its probabilities (as /predict)."""
-    forward = served.forward
-    summary: dict[str, Any] = {
-        "runtime": forward.runtime,
-        "runtime_artefact_sha256": forward.artefact_sha256,
-    }
-    # after a fallback, only the runtime asked for: the reason, which may name server paths,
-    # stays in the worker's log
-    if forward.runtime != forward.requested:
-        summary["runtime_requested"] = forward.requested
-    return summary
-
-
 # ---- DICOMweb ---------------------------------------------------------------------------------
 
 
 def run_pacs_study(ctx: WorkerContext, job: JobView) -> JobState | None:
     from service.pacs.dicomweb import analyze_study, dicomweb_client
     from service.pacs.trust import pacs_trust
+    from training.runtimes import runtime_summary
 
     request: PacsStudyRequest | None = validated_request(ctx, job, PacsStudyRequest)
     if request is None:
@@ -156,6 +143,7 @@ def pacs_study(self: Task, job_id: str, busy_checks: int = 0) -> None:
 def run_pacs_dimse(ctx: WorkerContext, job: JobView) -> JobState | None:
     from service.pacs.relay import analyze_and_send
     from service.pacs.trust import pacs_trust
+    from training.runtimes import runtime_summary
 
     request: DimseRequest | None = validated_request(ctx, job, DimseRequest)
     if request is None:

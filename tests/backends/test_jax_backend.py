@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -24,6 +25,7 @@ import pytest
 
 from tests.support.backends.backend_probe import MODEL_NAMES
 from tests.support.backends.backend_subprocess import BackendProcess
+from tests.support.scratch import scratch_dir
 from training.models import build_model
 
 pytestmark = [
@@ -68,36 +70,38 @@ CHILD_TIMEOUT_S = 2 * 900
 
 
 @pytest.fixture(scope="module")
-def children(tmp_path_factory) -> tuple[Path, dict[str, BackendProcess]]:
+def children(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, dict[str, BackendProcess]]]:
     """Save the models and inputs, then start all child processes at once."""
-    directory = tmp_path_factory.mktemp("backends")
-    rng = np.random.default_rng(5)
-    pixels = rng.uniform(0, 255, size=(2, SIZE, SIZE, 3)).astype(np.float32)
-    np.savez(directory / "inputs.npz", pixels=pixels, labels=np.array([0, 2]))
-    for name, model in _models().items():
-        model.save(directory / f"{name}.keras")
-    probe_args = (str(directory), str(directory / "inputs.npz"))
-    (directory / "training").mkdir()
-    processes = {
-        run: BackendProcess(
-            "tensorflow",
-            SCRIPTS / "backend_probe.py",
-            *probe_args,
-            str(directory / f"{run}.npz"),
-            environment={"TF_ENABLE_ONEDNN_OPTS": onednn},
+    with scratch_dir(request, tmp_path_factory, "backends") as directory:
+        rng = np.random.default_rng(5)
+        pixels = rng.uniform(0, 255, size=(2, SIZE, SIZE, 3)).astype(np.float32)
+        np.savez(directory / "inputs.npz", pixels=pixels, labels=np.array([0, 2]))
+        for name, model in _models().items():
+            model.save(directory / f"{name}.keras")
+        probe_args = (str(directory), str(directory / "inputs.npz"))
+        (directory / "training").mkdir()
+        processes = {
+            run: BackendProcess(
+                "tensorflow",
+                SCRIPTS / "backend_probe.py",
+                *probe_args,
+                str(directory / f"{run}.npz"),
+                environment={"TF_ENABLE_ONEDNN_OPTS": onednn},
+            )
+            for run, onednn in TF_RUNS.items()
+        }
+        processes["jax"] = BackendProcess(
+            "jax", SCRIPTS / "backend_probe.py", *probe_args, str(directory / "jax.npz")
         )
-        for run, onednn in TF_RUNS.items()
-    }
-    processes["jax"] = BackendProcess(
-        "jax", SCRIPTS / "backend_probe.py", *probe_args, str(directory / "jax.npz")
-    )
-    processes["training"] = BackendProcess(
-        "jax", SCRIPTS / "jax_training.py", str(directory / "training")
-    )
-    yield directory, processes
-    for process in processes.values():
-        process.process.kill()
-        process.process.communicate()
+        processes["training"] = BackendProcess(
+            "jax", SCRIPTS / "jax_training.py", str(directory / "training")
+        )
+        yield directory, processes
+        for process in processes.values():
+            process.process.kill()
+            process.process.communicate()
 
 
 @pytest.fixture(scope="module")

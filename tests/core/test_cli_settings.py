@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from service.config import Settings
+from tests.support.scratch import scratch_dir
 from training.settings import CoreSettings
 
 CLI = str(Path(sys.executable).with_name("medrobust"))
@@ -44,7 +46,9 @@ def _medrobust(*args: str, cwd: Path, **settings: str) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """A store holding one tiny 2-class model at 32 px (loads and predicts in a second)."""
     import keras
 
@@ -52,23 +56,27 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.preprocess import PreprocessConfig
     from training.store import ModelStore
 
-    root = tmp_path_factory.mktemp("settings") / "models"
-    pixels = keras.Input((32, 32, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(pixels))
-    model = keras.Model(pixels, keras.layers.Dense(2, name="logits")(pooled))
-    config = ArchitectureConfig(architecture="baseline", num_classes=2, input_size=32)
-    ModelStore(root).save(model, "tiny", config, PreprocessConfig(input_size=32), ["a", "b"])
-    return root
+    with scratch_dir(request, tmp_path_factory, "settings") as scratch:
+        root = scratch / "models"
+        pixels = keras.Input((32, 32, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(pixels))
+        model = keras.Model(pixels, keras.layers.Dense(2, name="logits")(pooled))
+        config = ArchitectureConfig(architecture="baseline", num_classes=2, input_size=32)
+        ModelStore(root).save(model, "tiny", config, PreprocessConfig(input_size=32), ["a", "b"])
+        yield root
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def image(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     import cv2
     import numpy as np
 
-    path = tmp_path_factory.mktemp("image") / "grey.png"
-    cv2.imwrite(str(path), np.full((40, 40, 3), 128, np.uint8))
-    return path
+    with scratch_dir(request, tmp_path_factory, "image") as scratch:
+        path = scratch / "grey.png"
+        cv2.imwrite(str(path), np.full((40, 40, 3), 128, np.uint8))
+        yield path
 
 
 # -- one name per setting ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ travels as stored and is decoded. The model is a tiny untrained one: this checks
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -216,11 +217,23 @@ def test_cli_analyze_study_prints_the_summary(
         "--store",
         str(store_dir),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # the chest model has no validation split to gate OpenVINO on: served by Keras, and said so
+    done = subprocess.run(
+        [*command, "--runtime", "openvino"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
-    summary = StudySummary.model_validate_json(done.stdout)
+    printed = json.loads(done.stdout)
+    summary = StudySummary.model_validate({k: printed[k] for k in StudySummary.model_fields})
     assert (summary.seen, summary.analysed, summary.skipped) == (3, 1, 2)
     assert "3/3 instance(s)" in done.stderr
+    assert (printed["runtime"], printed["runtime_requested"]) == ("keras", "openvino")
+    assert printed["runtime_artefact_sha256"] is None  # Keras runs the stored weights
+    keras_only = subprocess.run(
+        [*command, "--runtime", "keras"], capture_output=True, text=True, timeout=300
+    )
+    assert keras_only.returncode == 0, keras_only.stderr
+    assert json.loads(keras_only.stdout)["runtime"] == "keras"
+    assert "runtime_requested" not in json.loads(keras_only.stdout)
 
     missing = subprocess.run(
         [*command[:7], "1.2.3.4", *command[8:]], capture_output=True, text=True, timeout=300

@@ -33,6 +33,7 @@ from service.jobs.repository import JobRepository
 from service.pacs.results import build_secondary_capture
 from tests.support.net import free_port
 from tests.support.orthanc import Modality, Orthanc
+from tests.support.scratch import scratch_dir
 from training.dicom import dicom_to_image
 from training.model_ref import ModelIdentity
 
@@ -141,23 +142,27 @@ class Node:
 
 
 @pytest.fixture(scope="module")
-def node(chest_store: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def node(
+    request: pytest.FixtureRequest,
+    chest_store: tuple[Path, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Node]:
     """The listener alone (no worker), queueing into its own SQLite + filesystem broker."""
     missing = _storescu_missing()
     if missing:
         pytest.skip(missing)
     store_dir, model = chest_store
-    root = tmp_path_factory.mktemp("listener")
-    port = free_port()
-    env = clean_env(**listener_settings(root, store_dir, model, port, free_port()))
-    log = root / "listener.log"
-    process = spawn([sys.executable, "-m", "service.pacs.listener"], env, log)
-    try:
-        wait_for(log, r"listening on 127\.0\.0\.1:\d+", process, START_TIMEOUT_S)
-        settings = Settings(state_dir=root / "state")
-        yield Node(process, port, log, settings.resolved_dimse_spool_dir, settings)
-    finally:
-        stop(process)
+    with scratch_dir(request, tmp_path_factory, "listener") as root:
+        port = free_port()
+        env = clean_env(**listener_settings(root, store_dir, model, port, free_port()))
+        log = root / "listener.log"
+        process = spawn([sys.executable, "-m", "service.pacs.listener"], env, log)
+        try:
+            wait_for(log, r"listening on 127\.0\.0\.1:\d+", process, START_TIMEOUT_S)
+            settings = Settings(state_dir=root / "state")
+            yield Node(process, port, log, settings.resolved_dimse_spool_dir, settings)
+        finally:
+            stop(process)
 
 
 def _dicom(name: str) -> Path:

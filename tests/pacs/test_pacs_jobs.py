@@ -30,6 +30,7 @@ from service.pacs.submit import submit_dimse_job
 from tests.support.jobs_stack import TOKEN, Stack, running_stack
 from tests.support.net import free_port
 from tests.support.orthanc import Orthanc, running_orthanc
+from tests.support.scratch import scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 
@@ -56,13 +57,16 @@ class PacsStack:
 
 @pytest.fixture(scope="module")
 def pacs(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     pacs_tools: None,
     chest_study_files: Any,
     tiny_chest_model: Any,
 ) -> Iterator[PacsStack]:
-    root = tmp_path_factory.mktemp("pacs-jobs")
-    with running_orthanc(root / "orthanc") as orthanc:
+    with (
+        scratch_dir(request, tmp_path_factory, "pacs-jobs") as root,
+        running_orthanc(root / "orthanc") as orthanc,
+    ):
         study_uid, files = chest_study_files(root / "study")
         orthanc.storescu(*files, calling_aet="MODALITY")
         model = tiny_chest_model(root / "models")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.scratch import scratch_dir
 from training.attacks import make_attack
 from training.explain.image import explain_image
 from training.explain.panel import PNG_KEY
@@ -26,27 +28,29 @@ CLI = str(Path(sys.executable).with_name("medrobust"))
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """A class-folder dataset and a store holding an untrained baseline and attention model."""
-    root = tmp_path_factory.mktemp("eval")
-    rng = np.random.default_rng(8)
-    for label in ("benign", "malignant"):
-        (root / "data" / label).mkdir(parents=True)
-        for i in range(10):
-            image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-            cv2.imwrite(str(root / "data" / label / f"{label}{i}.png"), image)
-    store = ModelStore(root / "store")
-    keras.utils.set_random_seed(1)
-    for architecture in ("baseline", "attention"):
-        config = ArchitectureConfig(architecture=architecture, num_classes=2, input_size=32)
-        store.save(
-            build_from_config(config),
-            architecture,
-            config,
-            PreprocessConfig(input_size=32),
-            ["benign", "malignant"],
-        )
-    return root
+    with scratch_dir(request, tmp_path_factory, "eval") as root:
+        rng = np.random.default_rng(8)
+        for label in ("benign", "malignant"):
+            (root / "data" / label).mkdir(parents=True)
+            for i in range(10):
+                image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+                cv2.imwrite(str(root / "data" / label / f"{label}{i}.png"), image)
+        store = ModelStore(root / "store")
+        keras.utils.set_random_seed(1)
+        for architecture in ("baseline", "attention"):
+            config = ArchitectureConfig(architecture=architecture, num_classes=2, input_size=32)
+            store.save(
+                build_from_config(config),
+                architecture,
+                config,
+                PreprocessConfig(input_size=32),
+                ["benign", "malignant"],
+            )
+        yield root
 
 
 def _run(*args: str, root: Path) -> subprocess.CompletedProcess:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,11 +14,15 @@ from service.config import Settings
 from service.jobs.bounded import CachedChecks
 from tests.support.api_server import build_store
 from tests.support.images import png_bytes
+from tests.support.scratch import scratch_dir
 
 
 @pytest.fixture(scope="module")
-def store_dir(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("app") / "models")
+def store_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    with scratch_dir(request, tmp_path_factory, "app") as root:
+        yield build_store(root / "models")
 
 
 class _DownJobs:

@@ -27,6 +27,7 @@ from service.api.app import create_app
 from tests.support.app_settings import local_settings
 from tests.support.images import png_bytes
 from tests.support.jobs_stack import AUTH, TOKEN
+from tests.support.scratch import scratch_dir
 from training.config import TrainConfig, TrainingSpec
 from training.data.registry import DatasetSpec, load_dataset
 from training.models import ArchitectureConfig, build_from_config
@@ -78,27 +79,34 @@ def _forged(source: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("dataset-validation").resolve()
-    data = root / "data"
-    data.mkdir()
-    good = _write(data / "breast.npz")
-    _write(data / "column.npz", _labels(lambda n: (np.arange(n) % 2).astype(np.uint8)[:, None]))
-    _write(data / "cube.npz", _labels(lambda n: np.zeros((n, 1, 1), np.uint8)))
-    _write(data / "three.npz", _labels(lambda n: (np.arange(n) % 3).astype(np.uint8)))
-    _write(data / "multi.npz", _labels(lambda n: np.eye(n, 4, dtype=np.uint8)))
-    _write(data / "floats.npz", _labels(lambda n: np.zeros(n, np.float32)))
-    _write(data / "no_val_labels.npz", drop="val_labels")
-    _forged(good, data / "forged.npz")
-    (data / "notes.npz").write_text("a text file named .npz")
-    # an untrained model stored with the names the adapter gives (seconds, not a training run)
-    names = load_dataset(_spec("breast", good).dataset).class_names
-    config = ArchitectureConfig(architecture="baseline", num_classes=len(names), input_size=32)
-    keras.utils.set_random_seed(0)
-    ModelStore(root / "models").save(
-        build_from_config(config), "breast", config, PreprocessConfig(input_size=32), list(names)
-    )
-    return root
+def root(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    with scratch_dir(request, tmp_path_factory, "dataset-validation") as scratch:
+        root = scratch.resolve()
+        data = root / "data"
+        data.mkdir()
+        good = _write(data / "breast.npz")
+        _write(data / "column.npz", _labels(lambda n: (np.arange(n) % 2).astype(np.uint8)[:, None]))
+        _write(data / "cube.npz", _labels(lambda n: np.zeros((n, 1, 1), np.uint8)))
+        _write(data / "three.npz", _labels(lambda n: (np.arange(n) % 3).astype(np.uint8)))
+        _write(data / "multi.npz", _labels(lambda n: np.eye(n, 4, dtype=np.uint8)))
+        _write(data / "floats.npz", _labels(lambda n: np.zeros(n, np.float32)))
+        _write(data / "no_val_labels.npz", drop="val_labels")
+        _forged(good, data / "forged.npz")
+        (data / "notes.npz").write_text("a text file named .npz")
+        # an untrained model stored with the names the adapter gives (seconds, not a training run)
+        names = load_dataset(_spec("breast", good).dataset).class_names
+        config = ArchitectureConfig(architecture="baseline", num_classes=len(names), input_size=32)
+        keras.utils.set_random_seed(0)
+        ModelStore(root / "models").save(
+            build_from_config(config),
+            "breast",
+            config,
+            PreprocessConfig(input_size=32),
+            list(names),
+        )
+        yield root
 
 
 def _spec(name: str, path: Path) -> TrainingSpec:

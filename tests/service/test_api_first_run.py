@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.api_server import LiveServer, start_server
 from tests.support.images import png_bytes
+from tests.support.scratch import scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -20,11 +21,13 @@ HINT = "no model yet: run `make demo` (or medrobust quickstart) or POST /jobs/tr
 
 
 @pytest.fixture(scope="module")
-def empty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("first-run")
-    server = start_server(root / "models", root / "state", root / "uvicorn.log")
-    yield server
-    server.stop()
+def empty_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    with scratch_dir(request, tmp_path_factory, "first-run") as root:
+        server = start_server(root / "models", root / "state", root / "uvicorn.log")
+        yield server
+        server.stop()
 
 
 class _References(HTMLParser):

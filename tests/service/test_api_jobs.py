@@ -17,18 +17,22 @@ from service.api.app import create_app
 from tests.support.app_settings import local_settings
 from tests.support.images import make_folder_dataset
 from tests.support.jobs_stack import AUTH, TOKEN, training_spec
+from tests.support.scratch import scratch_dir
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    root = tmp_path_factory.mktemp("jobs-api").resolve()
-    make_folder_dataset(root / "data" / "tiny", per_class=2)
-    # root/models stays empty: no model loads, and every model ref is unknown
-    settings = local_settings(root, api_tokens={TOKEN: ["jobs"]})
-    with TestClient(create_app(settings), headers=AUTH) as http:
-        yield http
+def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    with scratch_dir(request, tmp_path_factory, "jobs-api") as scratch:
+        root = scratch.resolve()
+        make_folder_dataset(root / "data" / "tiny", per_class=2)
+        # root/models stays empty: no model loads, and every model ref is unknown
+        settings = local_settings(root, api_tokens={TOKEN: ["jobs"]})
+        with TestClient(create_app(settings), headers=AUTH) as http:
+            yield http
 
 
 def spec(name: str = "jobs-api") -> dict:

@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ from service.api.images import check_image
 from service.config import Settings
 from tests.support.api_server import TOKENS, LiveServer, build_store, start_server
 from tests.support.images import jpeg_claiming, png_bytes
+from tests.support.scratch import scratch_dir
 
 BODY_READ_TIMEOUT_S = 2.0
 # A 48 × 40 image fits (122,880 B estimated), a 64 × 64 one (262,144 B) does not.
@@ -31,19 +33,21 @@ AUTH = "Authorization: Bearer all-token"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("bounds")
-    live = start_server(
-        build_store(root / "models"),
-        root / "state",
-        root / "uvicorn.log",
-        api_tokens=TOKENS,
-        preload_models=["derm-baseline"],
-        body_read_timeout_s=str(BODY_READ_TIMEOUT_S),
-        decode_memory_budget_bytes=str(DECODE_BUDGET),
-    )
-    yield live
-    live.stop()
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    with scratch_dir(request, tmp_path_factory, "bounds") as root:
+        live = start_server(
+            build_store(root / "models"),
+            root / "state",
+            root / "uvicorn.log",
+            api_tokens=TOKENS,
+            preload_models=["derm-baseline"],
+            body_read_timeout_s=str(BODY_READ_TIMEOUT_S),
+            decode_memory_budget_bytes=str(DECODE_BUDGET),
+        )
+        yield live
+        live.stop()
 
 
 def _post(server: LiveServer, data: bytes):

@@ -9,6 +9,9 @@ way every answer names the runtime that computed its probabilities.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -17,11 +20,15 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.config import Settings
 from tests.support.runtime_models import model_dir, store_ham_model
+from tests.support.scratch import scratch_dir
 from training.data import load_ham10000
 from training.predict import predict_images
 from training.preprocess import read_image
 from training.runtimes import OPENVINO, read_record, runtime_dir
 from training.store import ModelStore
+
+if TYPE_CHECKING:  # imports Keras: the tiny_ham fixture pays for it only where it is used
+    from tests.support.tiny_models import HamCase
 
 # OpenVINO and TensorFlow both compute in float32 but sum in different orders: over dot products
 # of ~10^3 terms each logit may move by ~10^3 · 2^-24 ≈ 6e-5 relative, far below this bound.
@@ -29,11 +36,14 @@ PROBABILITY_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
-def store_root(tiny_ham, tmp_path_factory):
-    root = tmp_path_factory.mktemp("runtime") / "models"
-    store_ham_model(tiny_ham.model, root, "ham")
-    store_ham_model(tiny_ham.model, root, "ham-nospec", with_spec=False)
-    return root
+def store_root(
+    request: pytest.FixtureRequest, tiny_ham: HamCase, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    with scratch_dir(request, tmp_path_factory, "runtime") as scratch:
+        root = scratch / "models"
+        store_ham_model(tiny_ham.model, root, "ham")
+        store_ham_model(tiny_ham.model, root, "ham-nospec", with_spec=False)
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import pytest
 from PIL import Image
 
 from tests.support.api_server import REPO, TOKENS, LiveServer, start_server
+from tests.support.scratch import scratch_dir
 from tests.support.tiny_models import HAM_NAMES
 from training.explain.panel import PNG_KEY
 from training.trust import FlipSpec
@@ -45,27 +46,29 @@ def ham_images(data_dir: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def trust_server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def trust_server(
+    request: pytest.FixtureRequest, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     from tests.support.tiny_models import resnet, save_ham_pair, save_tiny
     from training.store import ModelStore
 
-    root = tmp_path_factory.mktemp("trust-api")
-    store = ModelStore(root / "models")
-    save_ham_pair(store, data_dir, SIGMA)
-    save_tiny(store, resnet(), "cam", ["a", "b", "c"], {"note": "untrained"})
-    server = start_server(
-        root / "models",
-        root / "state",
-        root / "uvicorn.log",
-        api_tokens=TOKENS,
-        trust_max_n=str(MAX_N),
-        trust_max_n0=str(MAX_N),
-        trust_max_steps=str(MAX_STEPS),
-        trust_max_model_calls=str(MAX_MODEL_CALLS),
-        trust_deadline_s=str(DEADLINE_S),
-    )
-    yield server
-    server.stop()
+    with scratch_dir(request, tmp_path_factory, "trust-api") as root:
+        store = ModelStore(root / "models")
+        save_ham_pair(store, data_dir, SIGMA)
+        save_tiny(store, resnet(), "cam", ["a", "b", "c"], {"note": "untrained"})
+        server = start_server(
+            root / "models",
+            root / "state",
+            root / "uvicorn.log",
+            api_tokens=TOKENS,
+            trust_max_n=str(MAX_N),
+            trust_max_n0=str(MAX_N),
+            trust_max_steps=str(MAX_STEPS),
+            trust_max_model_calls=str(MAX_MODEL_CALLS),
+            trust_deadline_s=str(DEADLINE_S),
+        )
+        yield server
+        server.stop()
 
 
 def _png(image: np.ndarray) -> str:

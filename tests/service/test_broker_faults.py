@@ -27,6 +27,7 @@ import redis
 from tests.support.api_server import LiveServer, start_job_api
 from tests.support.images import png_bytes
 from tests.support.jobs_stack import require_redis, training_spec
+from tests.support.scratch import scratch_dir
 from tests.support.tcp_faults import SwitchableBroker
 
 pytestmark = pytest.mark.integration
@@ -48,17 +49,21 @@ def broker() -> Iterator[SwitchableBroker]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, broker: SwitchableBroker) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("broker-faults")
-    server = start_job_api(
-        root,
-        broker.url(REDIS_DB),
-        dependency_check_timeout_s=CHECK_TIMEOUT_S,
-        dependency_check_cache_s=1.0,
-        broker_send_timeout_s=SEND_TIMEOUT_S,
-    )
-    yield server
-    server.stop()
+def api(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    broker: SwitchableBroker,
+) -> Iterator[LiveServer]:
+    with scratch_dir(request, tmp_path_factory, "broker-faults") as root:
+        server = start_job_api(
+            root,
+            broker.url(REDIS_DB),
+            dependency_check_timeout_s=CHECK_TIMEOUT_S,
+            dependency_check_cache_s=1.0,
+            broker_send_timeout_s=SEND_TIMEOUT_S,
+        )
+        yield server
+        server.stop()
 
 
 @pytest.fixture

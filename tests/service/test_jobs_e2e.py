@@ -31,16 +31,20 @@ from tests.support.jobs_stack import (
     start_stack,
     training_spec,
 )
+from tests.support.scratch import scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("jobs-e2e"), REDIS_URL)
-    yield stack
-    stack.stop()
-    flush_redis()
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with scratch_dir(request, tmp_path_factory, "jobs-e2e") as root:
+        stack = start_stack(root, REDIS_URL)
+        yield stack
+        stack.stop()
+        flush_redis()
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,19 @@ import httpx
 import pytest
 
 from tests.support.jobs_stack import Stack, start_stack, training_spec
+from tests.support.scratch import scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("jobs-embedded"), redis_url=None, supervised=True)
-    yield stack
-    stack.stop()
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with scratch_dir(request, tmp_path_factory, "jobs-embedded") as root:
+        stack = start_stack(root, redis_url=None, supervised=True)
+        yield stack
+        stack.stop()
 
 
 def test_training_job_through_the_filesystem_broker(stack: Stack) -> None:

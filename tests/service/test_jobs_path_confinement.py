@@ -30,6 +30,7 @@ from tests.support.api_server import start_server
 from tests.support.images import make_folder_dataset
 from tests.support.jobs_stack import TOKEN, Stack, running_stack, training_spec
 from tests.support.net import free_port
+from tests.support.scratch import scratch_dir
 
 pytestmark = [pytest.mark.integration]
 
@@ -38,26 +39,29 @@ TOKENS = {TOKEN: ["jobs", "predict", "explain"], "admin-token": ["admin"]}
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def root(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """``data/`` (the data root) with a folder dataset, an npz with ids, a groups CSV whose
     header is no groups header, an empty folder and a symlink to ``outside/``; ``outside/``
     with a folder dataset, a text file and a weights file; ``weights/`` (the weights root)."""
-    root = tmp_path_factory.mktemp("confinement").resolve()
-    data, outside = root / "data", root / "outside"
-    make_folder_dataset(data / "tiny", per_class=4)
-    make_folder_dataset(outside / "secret-classes")  # trainable: before the fix, it trained
-    (outside / "os-release").write_text(f"{SECRET}\nID=debian\n")
-    (outside / "backbone.weights.h5").write_bytes(SECRET.encode())
-    (root / "weights").mkdir()
-    (data / "empty").mkdir()
-    (data / "groups.csv").write_text(f"{SECRET},other\na,1\n")
-    os.symlink(outside, data / "link-out")
-    splits = ("train", "val", "test")
-    arrays = {f"{s}_images": np.zeros((2, 8, 8), np.uint8) for s in splits}
-    arrays |= {f"{s}_labels": np.array([[0], [1]]) for s in splits}
-    arrays |= {f"{s}_ids": np.array([f"{s}0", f"{s}1"]) for s in splits}
-    np.savez(data / "ids.npz", **arrays)
-    return root
+    with scratch_dir(request, tmp_path_factory, "confinement") as scratch:
+        root = scratch.resolve()
+        data, outside = root / "data", root / "outside"
+        make_folder_dataset(data / "tiny", per_class=4)
+        make_folder_dataset(outside / "secret-classes")  # trainable: before the fix, it trained
+        (outside / "os-release").write_text(f"{SECRET}\nID=debian\n")
+        (outside / "backbone.weights.h5").write_bytes(SECRET.encode())
+        (root / "weights").mkdir()
+        (data / "empty").mkdir()
+        (data / "groups.csv").write_text(f"{SECRET},other\na,1\n")
+        os.symlink(outside, data / "link-out")
+        splits = ("train", "val", "test")
+        arrays = {f"{s}_images": np.zeros((2, 8, 8), np.uint8) for s in splits}
+        arrays |= {f"{s}_labels": np.array([[0], [1]]) for s in splits}
+        arrays |= {f"{s}_ids": np.array([f"{s}0", f"{s}1"]) for s in splits}
+        np.savez(data / "ids.npz", **arrays)
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.jobs_stack import REDIS_URL, Stack, flush_redis, start_stack
+from tests.support.scratch import scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,11 +23,14 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("jobs-trust"), REDIS_URL)
-    yield stack
-    stack.stop()
-    flush_redis()
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    with scratch_dir(request, tmp_path_factory, "jobs-trust") as root:
+        stack = start_stack(root, REDIS_URL)
+        yield stack
+        stack.stop()
+        flush_redis()
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api_server import REPO, TOKENS, LiveServer, start_server
+from tests.support.scratch import scratch_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.integration]
 
@@ -66,12 +67,16 @@ def staged(data_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """The API on an empty store, with tokens and no configured task defaults."""
-    root = tmp_path_factory.mktemp("quickstart")
-    live = start_server(root / "models", root / "state", root / "uvicorn.log", api_tokens=TOKENS)
-    yield live
-    live.stop()
+    with scratch_dir(request, tmp_path_factory, "quickstart") as root:
+        live = start_server(
+            root / "models", root / "state", root / "uvicorn.log", api_tokens=TOKENS
+        )
+        yield live
+        live.stop()
 
 
 def test_quickstart_then_the_readme_predict_examples(staged, server, tmp_path):

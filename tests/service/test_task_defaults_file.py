@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.api_server import LiveServer, build_store, start_server
 from tests.support.images import png_bytes
+from tests.support.scratch import scratch_dir
 from training.store import ModelStore
 from training.task_defaults import (
     TASKS_FILE,
@@ -76,17 +77,20 @@ def test_setting_a_default_leaves_an_unreadable_file_as_it_is(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("task-defaults").resolve()
-    live = start_server(
-        build_store(root / "models"),
-        root / "state",
-        root / "uvicorn.log",
-        api_tokens={TOKEN: ["predict", "explain"]},
-        default_models=CONFIGURED,
-    )
-    yield live
-    live.stop()
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    with scratch_dir(request, tmp_path_factory, "task-defaults") as scratch:
+        root = scratch.resolve()
+        live = start_server(
+            build_store(root / "models"),
+            root / "state",
+            root / "uvicorn.log",
+            api_tokens={TOKEN: ["predict", "explain"]},
+            default_models=CONFIGURED,
+        )
+        yield live
+        live.stop()
 
 
 @pytest.fixture()

@@ -21,6 +21,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WAIT_S = 120  # a CPU request to a 32-px ResNet-50 on a busy 2-core machine, with margin
+# a page load is static files from localhost; below Selenium's own 120 s HTTP timeout, so a hang
+# fails as a TimeoutException that says what the machine was doing (see Browser.open)
+PAGE_LOAD_S = 90
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
@@ -60,6 +63,7 @@ class Browser:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
         service = Service(executable_path=str(CHROMEDRIVER), log_output=os.devnull)
         self.driver = webdriver.Chrome(service=service, options=options)
+        self.driver.set_page_load_timeout(PAGE_LOAD_S)
         self.resize(width, height)
         self.console: list[dict[str, Any]] = []
         self.requests: list[str] = []
@@ -123,9 +127,20 @@ class Browser:
         found = self.find_all(css)
         return bool(found) and found[0].is_displayed()
 
+    def open(self, url: str) -> None:
+        """Load ``url``; a load that hangs fails naming how the server and the machine were."""
+        from selenium.common.exceptions import TimeoutException
+
+        try:
+            self.driver.get(url)
+        except TimeoutException as error:
+            raise AssertionError(
+                f"{url} did not load in {PAGE_LOAD_S} s; {_machine_state(url)}"
+            ) from error
+
     def sign_in(self, url: str, token: str) -> None:
         """Open the viewer, enter the token in its form, wait until its pages are built."""
-        self.driver.get(f"{url}/ui/")
+        self.open(f"{url}/ui/")
         self.wait(lambda _: self.shown("#token"))
         self.find("#token").send_keys(token)
         self.find("#login-form button[type=submit]").click()
@@ -140,3 +155,31 @@ class Browser:
 
     def quit(self) -> None:
         self.driver.quit()
+
+
+def _machine_state(url: str) -> str:
+    """The server's /healthz answer and time, the load average and the memory left: what a
+    diagnosis of a page that would not load needs first."""
+    import time
+
+    import httpx
+
+    started = time.monotonic()
+    try:
+        health = str(httpx.get(url.split("/ui")[0] + "/healthz", timeout=30).status_code)
+    except httpx.HTTPError as error:
+        health = repr(error)
+    took = time.monotonic() - started
+    meminfo = Path("/proc/meminfo")
+    available = (
+        next(
+            (line for line in meminfo.read_text().splitlines() if line.startswith("MemAvailable")),
+            "MemAvailable unknown",
+        )
+        if meminfo.exists()
+        else "MemAvailable unknown"
+    )
+    return (
+        f"/healthz answered {health} in {took:.1f} s; load average {os.getloadavg()}; "
+        f"{' '.join(available.split())}"
+    )

@@ -96,13 +96,13 @@ class _Spy:
 
             return counted
 
-        def loss_input_gradient(model, pixels, onehot):
+        def loss_input_gradient(model, pixels, *args, **kwargs):
             self.gradient_images += len(pixels)
-            return real_grad(model, pixels, onehot)
+            return real_grad(model, pixels, *args, **kwargs)
 
-        def logits(model, pixels):
+        def logits(model, pixels, *args, **kwargs):
             self.forward_images += len(pixels)
-            return real_logits(model, pixels)
+            return real_logits(model, pixels, *args, **kwargs)
 
         monkeypatch.setattr(gradients, "loss_step", loss_step)
         monkeypatch.setattr(gradients, "loss_input_gradient", loss_input_gradient)

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from tests.support.app_settings import local_settings
 from tests.support.net import free_port
+from tests.support.scratch import scratch_dir
 from tests.support.tcp_faults import SwitchableBroker
 from tests.support.viewer_pacs import PacsStudy, orthanc_with_study
 
@@ -32,8 +33,13 @@ TIMEOUT_S = 1.0  # the hung PACS's test: one read timeout
 
 
 @pytest.fixture(scope="module")
-def study(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PacsStudy]:
-    with orthanc_with_study(data_dir, tmp_path_factory.mktemp("pacs-routes")) as stored:
+def study(
+    request: pytest.FixtureRequest, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PacsStudy]:
+    with (
+        scratch_dir(request, tmp_path_factory, "pacs-routes") as root,
+        orthanc_with_study(data_dir, root) as stored,
+    ):
         yield stored
 
 
@@ -55,14 +61,20 @@ def make_client(root: Path, pacs: dict[str, str], **settings: object) -> TestCli
 
 @pytest.fixture(scope="module")
 def client(
-    study: PacsStudy, hung_pacs: int, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    study: PacsStudy,
+    hung_pacs: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TestClient]:
     pacs = {
         "orthanc": study.orthanc.dicomweb_url,
         "hung": f"http://127.0.0.1:{hung_pacs}/dicom-web",
         "gone": f"http://127.0.0.1:{free_port()}/dicom-web",
     }
-    with make_client(tmp_path_factory.mktemp("app"), pacs) as http:
+    with (
+        scratch_dir(request, tmp_path_factory, "app") as root,
+        make_client(root, pacs) as http,
+    ):
         yield http
 
 

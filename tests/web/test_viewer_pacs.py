@@ -18,6 +18,7 @@ import pytest
 from tests.support.api_server import LiveServer, start_server
 from tests.support.browser import Browser, require_browser
 from tests.support.chest import save_chest_model
+from tests.support.scratch import scratch_dir
 from tests.support.viewer_pacs import PacsStudy, orthanc_with_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
@@ -27,25 +28,32 @@ FLOAT32_ULP_AT_1 = 2.0**-23  # the same model on the same pixels: at most the la
 
 
 @pytest.fixture(scope="module")
-def study(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PacsStudy]:
+def study(
+    request: pytest.FixtureRequest, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PacsStudy]:
     require_browser()  # before the PACS and the server start, not after
-    with orthanc_with_study(data_dir, tmp_path_factory.mktemp("viewer-pacs")) as stored:
+    with (
+        scratch_dir(request, tmp_path_factory, "viewer-pacs") as root,
+        orthanc_with_study(data_dir, root) as stored,
+    ):
         yield stored
 
 
 @pytest.fixture(scope="module")
-def server(study: PacsStudy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("viewer-pacs-api")
-    save_chest_model(root / "models")  # cxr: untrained (plumbing, not finding)
-    live = start_server(
-        root / "models",
-        root / "state",
-        root / "uvicorn.log",
-        api_tokens={TOKEN: ["predict", "explain"]},
-        pacs_dicomweb={"orthanc": study.orthanc.dicomweb_url},
-    )
-    yield live
-    live.stop()
+def server(
+    request: pytest.FixtureRequest, study: PacsStudy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    with scratch_dir(request, tmp_path_factory, "viewer-pacs-api") as root:
+        save_chest_model(root / "models")  # cxr: untrained (plumbing, not finding)
+        live = start_server(
+            root / "models",
+            root / "state",
+            root / "uvicorn.log",
+            api_tokens={TOKEN: ["predict", "explain"]},
+            pacs_dicomweb={"orthanc": study.orthanc.dicomweb_url},
+        )
+        yield live
+        live.stop()
 
 
 @pytest.fixture()

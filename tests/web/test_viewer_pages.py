@@ -253,7 +253,7 @@ def test_a_token_without_the_jobs_scope_sees_no_job_controls(
     assert not browser.shown('#nav a[data-page="jobs"]')
     assert browser.shown('#nav a[data-page="analyse"]')
 
-    browser.driver.get(f"{web_stack.url}/ui/#jobs")  # the same tab: the token is still held
+    browser.open(f"{web_stack.url}/ui/#jobs")  # the same tab: the token is still held
     browser.wait(lambda _: browser.find_all("body[data-ready]") and browser.shown("#jobs-denied"))
     assert not browser.shown("#evaluation-form") and not browser.shown("#training-form")
     browser.find('#nav a[data-page="models"]').click()

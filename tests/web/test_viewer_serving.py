@@ -11,20 +11,24 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.web.router import STATIC
 from tests.support.app_settings import local_settings
+from tests.support.scratch import scratch_dir
 from training.task_defaults import TASKS_FILE, set_task_default
 
 TOKENS = {"all": ["predict", "explain", "jobs", "admin"], "look": ["predict"]}
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = local_settings(
-        tmp_path_factory.mktemp("viewer"),
-        api_tokens=TOKENS,
-        default_models={"derm": "derm:production"},
-    )
-    with TestClient(create_app(settings)) as http:
-        yield http
+def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    with scratch_dir(request, tmp_path_factory, "viewer") as root:
+        settings = local_settings(
+            root,
+            api_tokens=TOKENS,
+            default_models={"derm": "derm:production"},
+        )
+        with TestClient(create_app(settings)) as http:
+            yield http
 
 
 def test_every_static_file_is_served_with_a_policy_that_forbids_inline_script(client):

@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.api_server import LiveServer, start_server
 from tests.support.browser import Browser, require_browser
+from tests.support.scratch import scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 
@@ -44,27 +45,29 @@ SHOWN_TO = 0.005 + 1e-9
 
 
 @pytest.fixture(scope="module")
-def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(
+    request: pytest.FixtureRequest, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     require_browser()  # before the models are trained, not after
     from tests.support.tiny_models import save_ham_pair
     from training.store import ModelStore
 
-    root = tmp_path_factory.mktemp("viewer-trust")
-    store = ModelStore(root / "models")
-    save_ham_pair(store, data_dir, SIGMA)
-    live = start_server(
-        root / "models",
-        root / "state",
-        root / "uvicorn.log",
-        api_tokens={TOKEN: ["predict"]},
-        trust_max_n=str(MAX_N),
-        trust_max_n0=str(MAX_N),
-        trust_max_steps=str(MAX_STEPS),
-        trust_max_model_calls=str(MAX_MODEL_CALLS),
-        trust_deadline_s=str(DEADLINE_S),
-    )
-    yield live
-    live.stop()
+    with scratch_dir(request, tmp_path_factory, "viewer-trust") as root:
+        store = ModelStore(root / "models")
+        save_ham_pair(store, data_dir, SIGMA)
+        live = start_server(
+            root / "models",
+            root / "state",
+            root / "uvicorn.log",
+            api_tokens={TOKEN: ["predict"]},
+            trust_max_n=str(MAX_N),
+            trust_max_n0=str(MAX_N),
+            trust_max_steps=str(MAX_STEPS),
+            trust_max_model_calls=str(MAX_MODEL_CALLS),
+            trust_deadline_s=str(DEADLINE_S),
+        )
+        yield live
+        live.stop()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from training.runtimes.forward import (
     keras_fp32,
 )
 from training.runtimes.parity import MIN_TOP1_AGREEMENT, ParityReport, check_parity
-from training.runtimes.served import ServingCache, ServingModel, forward_of
+from training.runtimes.served import ServingCache, ServingModel, forward_of, runtime_summary
 from training.runtimes.serving import serving_forward
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "check_parity",
     "forward_of",
     "keras_fp32",
+    "runtime_summary",
     "read_record",
     "runtime_dir",
     "serving_forward",

@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from training.runtimes.forward import KERAS, ServingForward, keras_fp32
 from training.runtimes.serving import serving_forward
@@ -36,6 +37,20 @@ def forward_of(loaded: LoadedModel) -> ServingForward:
     if isinstance(loaded, ServingModel):
         return loaded.forward
     return ServingForward(KERAS, KERAS, keras_fp32(loaded.model))
+
+
+def runtime_summary(served: ServingModel) -> dict[str, Any]:
+    """What a result says about the runtime behind its probabilities (as ``/predict`` does):
+    the runtime and its artefact's sha256, and after a fallback the runtime asked for. The
+    fallback's reason, which may name server paths, stays in the log."""
+    forward = served.forward
+    summary: dict[str, Any] = {
+        "runtime": forward.runtime,
+        "runtime_artefact_sha256": forward.artefact_sha256,
+    }
+    if forward.runtime != forward.requested:
+        summary["runtime_requested"] = forward.requested
+    return summary
 
 
 class ServingCache:
