@@ -9,8 +9,9 @@ attacks, explanations and training stay backend-free. (The input pipeline and th
 differ per backend too, in ``pipeline.py`` and ``devices.py``; TensorFlow is imported only on
 its own backend.)
 
-Compiled functions are cached per model object (weakly, so models can be freed); they capture no
-per-call state, so one model can serve concurrent callers.
+Compiled functions are cached on the model object itself (:func:`cached`), so they go when the
+model does; they capture no per-call state, so one model can serve concurrent callers. (Not in a
+``WeakKeyDictionary``: its values, closures over the model, would keep every model alive.)
 
 Everything runs the network in inference mode (batch-norm moving statistics, no dropout) unless
 ``training=True``: then it runs as in a training step (batch statistics, the dropout masks the
@@ -21,7 +22,6 @@ seeds are left as they were. Adversarial training makes its examples that way (s
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -32,12 +32,22 @@ BACKEND = keras.backend.backend()
 
 _Made = TypeVar("_Made")
 
-# Compiled functions and the split-model pairs they are built on, per model and key.
-_compiled: weakref.WeakKeyDictionary[keras.Model, dict[Any, Any]] = weakref.WeakKeyDictionary()
+# the model's attribute holding what :func:`cached` made for it (set past Keras' attribute
+# tracking, which would otherwise wrap the dict)
+_CACHE_ATTRIBUTE = "_medrobust_compiled"
 
 
-def _cached(model: keras.Model, key: Any, make: Callable[[], _Made]) -> _Made:
-    per_model = _compiled.setdefault(model, {})
+def cached(model: keras.Model, key: Hashable, make: Callable[[], _Made]) -> _Made:
+    """``make()`` once per (model, key): compiled functions, split or derived models.
+
+    Kept in a dict on ``model`` itself: what is made usually refers back to the model, a cycle
+    the garbage collector frees with the model, where a module-level cache keyed by the model
+    would hold both forever (a served model replaced, a test's model dropped).
+    """
+    per_model = model.__dict__.get(_CACHE_ATTRIBUTE)
+    if per_model is None:
+        per_model = {}
+        object.__setattr__(model, _CACHE_ATTRIBUTE, per_model)
     if key not in per_model:
         per_model[key] = make()
     return per_model[key]
@@ -55,7 +65,7 @@ def loss_input_gradient(
 
     The sum keeps each example's gradient equal to the gradient of its own loss.
     """
-    step = _cached(
+    step = cached(
         model,
         ("loss_input_gradient", training),
         lambda: _make_loss_input_gradient(model, training),
@@ -66,7 +76,7 @@ def loss_input_gradient(
 
 def logits(model: keras.Model, pixels: np.ndarray, training: bool = False) -> np.ndarray:
     """Logits as numpy (inference mode unless ``training``), compiled once per model and mode."""
-    forward = _cached(model, ("logits", training), lambda: _make_forward(model, training))
+    forward = cached(model, ("logits", training), lambda: _make_forward(model, training))
     return np.asarray(forward(pixels.astype(np.float32)))
 
 
@@ -122,7 +132,7 @@ def loss_step(
     several image-sized arrays would otherwise spend longer moving them through numpy each step
     than computing the gradient. ``key`` names the (loss, update) pair in the per-model cache.
     """
-    return _cached(
+    return cached(
         model, ("loss_step", key, training), lambda: _make_loss_step(model, loss, update, training)
     )
 
@@ -152,8 +162,8 @@ def layer_activations_and_gradients(
     """
     if class_indices is None:
         class_indices = np.full(len(pixels), -1)
-    head, tail = _cached(model, ("split", layer_name), lambda: _split_at(model, layer_name))
-    step = _cached(model, ("layer_grad", layer_name), lambda: _make_layer_gradient(head, tail))
+    head, tail = cached(model, ("split", layer_name), lambda: _split_at(model, layer_name))
+    step = cached(model, ("layer_grad", layer_name), lambda: _make_layer_gradient(head, tail))
     activations, gradient, out, classes = step(
         pixels.astype(np.float32), np.asarray(class_indices).astype(np.int32)
     )
@@ -333,7 +343,7 @@ elif BACKEND == "jax":
         targeted: bool,
         training: bool,
     ) -> np.ndarray:
-        step = _cached(model, ("linf_step", training), lambda: _make_linf_step(model, training))
+        step = cached(model, ("linf_step", training), lambda: _make_linf_step(model, training))
         numbers = jnp.asarray(
             [-1.0 if targeted else 1.0, step_size, epsilon, clip[0], clip[1]], jnp.float32
         )

@@ -9,7 +9,6 @@ normalises per image to [0, 1] for display and comparison with Grad-CAM maps.
 from __future__ import annotations
 
 import threading
-import weakref
 
 import keras
 import numpy as np
@@ -17,9 +16,8 @@ import numpy as np
 from training import gradients
 from training.models.builders import ATTENTION_LAYER, attention_maps_model
 
-# One pixels → maps model per classifier, so its compiled forward pass (cached by gradients.py
-# per model object) is reused; weak keys let classifiers be freed, the lock keeps one per model.
-_maps_models: weakref.WeakKeyDictionary[keras.Model, keras.Model] = weakref.WeakKeyDictionary()
+# One pixels → maps model per classifier (kept on it by gradients.cached), so its compiled
+# forward pass is reused; the lock keeps it one per classifier under concurrent calls.
 _lock = threading.Lock()
 
 
@@ -64,8 +62,4 @@ def _maps_model(model: keras.Model) -> keras.Model:
             "Grad-CAM / Grad-CAM++ instead"
         )
     with _lock:
-        maps_model = _maps_models.get(model)
-        if maps_model is None:
-            maps_model = attention_maps_model(model)
-            _maps_models[model] = maps_model
-    return maps_model
+        return gradients.cached(model, "attention_maps_model", lambda: attention_maps_model(model))
