@@ -32,9 +32,10 @@ BACKEND = keras.backend.backend()
 
 _Made = TypeVar("_Made")
 
-# the model's attribute holding what :func:`cached` made for it (set past Keras' attribute
-# tracking, which would otherwise wrap the dict)
-_CACHE_ATTRIBUTE = "_medrobust_compiled"
+# the model's attribute holding what :func:`cached` made for it: set past Keras' attribute
+# tracking (which would wrap the dict), and dunder-named because Keras' saving walks every other
+# attribute and would write the split models kept here into the model's file
+_CACHE_ATTRIBUTE = "__medrobust_compiled"
 
 
 def cached(model: keras.Model, key: Hashable, make: Callable[[], _Made]) -> _Made:

@@ -72,3 +72,27 @@ def test_an_attention_model_and_its_maps_model_are_freed():
 
     pixels = np.zeros((1, 32, 32, 3), np.float32)
     assert freed_after(make, lambda m: attention_maps(m, pixels))
+
+
+def test_a_model_saves_the_same_weights_after_its_caches_were_filled(tmp_path):
+    """Keras' saving walks a model's attributes: what the cache keeps (here Grad-CAM's split
+    models) must not be written into the model's file beside its own weights."""
+    import zipfile
+
+    import h5py
+
+    def weight_entries(model: keras.Model, name: str) -> list[str]:
+        path = tmp_path / f"{name}.keras"
+        model.save(path)
+        with zipfile.ZipFile(path) as archive:
+            archive.extract("model.weights.h5", tmp_path / name)
+        entries: list[str] = []
+        with h5py.File(tmp_path / name / "model.weights.h5") as weights:
+            weights.visit(entries.append)
+        return sorted(entries)
+
+    model = small_model()
+    before = weight_entries(model, "before")
+    get_method("gradcam", layer="features")(model, PIXELS)
+    gradients.logits(model, PIXELS)
+    assert weight_entries(model, "after") == before
