@@ -21,8 +21,8 @@ import keras
 import numpy as np
 import pytest
 
-from tests.support.tiny_models import NUM_CLASSES, SIZE, synthetic
-from training import defenses, gradients
+from tests.support.tiny_models import NUM_CLASSES, SIZE, accuracy, synthetic
+from training import defenses
 from training.attacks.pgd import PGDLinf
 from training.config import TrainConfig
 
@@ -75,9 +75,7 @@ def accuracies(model: keras.Model) -> tuple[float, float]:
     """(clean, robust at ε = 16 under PGD-10 with a random start) on 200 held-out images."""
     x, y = synthetic(200, seed=7)
     attacked = PGDLinf(EPSILON, steps=10, seed=1).generate(model, x, y)
-    clean = np.mean(np.argmax(gradients.logits(model, x), axis=1) == y)
-    robust = np.mean(np.argmax(gradients.logits(model, attacked), axis=1) == y)
-    return float(clean), float(robust)
+    return accuracy(model, x, y), accuracy(model, attacked, y)
 
 
 def mean_over_seeds(adversarial: dict[str, Any] | None) -> tuple[float, float]:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.api_server import REPO, TOKENS, LiveServer, start_server
+from tests.support.api_server import REPO, TOKENS, LiveServer, start_server, trust_limits
 from tests.support.scratch import scratch_dir
 from tests.support.tiny_models import HAM_NAMES
 from training.explain.panel import PNG_KEY
@@ -61,11 +61,7 @@ def trust_server(
             root / "state",
             root / "uvicorn.log",
             api_tokens=TOKENS,
-            trust_max_n=str(MAX_N),
-            trust_max_n0=str(MAX_N),
-            trust_max_steps=str(MAX_STEPS),
-            trust_max_model_calls=str(MAX_MODEL_CALLS),
-            trust_deadline_s=str(DEADLINE_S),
+            **trust_limits(MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S),
         )
         yield server
         server.stop()

@@ -21,14 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.images import png_bytes
+from tests.support.images import make_folder_dataset, png_bytes
 from tests.support.jobs_stack import (
     REDIS_URL,
     TERMINAL,
     Stack,
-    flush_redis,
     pool_pid,
-    start_stack,
+    running_stack,
     training_spec,
 )
 from tests.support.scratch import scratch_dir
@@ -41,10 +40,9 @@ def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     with scratch_dir(request, tmp_path_factory, "jobs-e2e") as root:
-        stack = start_stack(root, REDIS_URL)
-        yield stack
-        stack.stop()
-        flush_redis()
+        make_folder_dataset(root / "data" / "tiny")
+        with running_stack(root, REDIS_URL) as stack:
+            yield stack
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.jobs_stack import REDIS_URL, Stack, flush_redis, start_stack
+from tests.support.images import make_folder_dataset
+from tests.support.jobs_stack import REDIS_URL, Stack, running_stack
 from tests.support.scratch import scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,10 +28,9 @@ def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     with scratch_dir(request, tmp_path_factory, "jobs-trust") as root:
-        stack = start_stack(root, REDIS_URL)
-        yield stack
-        stack.stop()
-        flush_redis()
+        make_folder_dataset(root / "data" / "tiny")
+        with running_stack(root, REDIS_URL) as stack:
+            yield stack
 
 
 @pytest.fixture(scope="module")

@@ -110,6 +110,20 @@ def server_env(
     return env
 
 
+def trust_limits(
+    max_n: int, max_steps: int, max_model_calls: int, deadline_s: float
+) -> dict[str, str]:
+    """:func:`start_server` settings bounding the robustness block: ``max_n`` samples for both
+    certification passes (n and n0), flip-search steps, model calls, the deadline."""
+    return {
+        "trust_max_n": str(max_n),
+        "trust_max_n0": str(max_n),
+        "trust_max_steps": str(max_steps),
+        "trust_max_model_calls": str(max_model_calls),
+        "trust_deadline_s": str(deadline_s),
+    }
+
+
 def start_server(
     store_dir: Path, state_dir: Path, log_path: Path, source: Path = REPO, **settings: object
 ) -> LiveServer:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.api_server import LiveServer, start_server
+from tests.support.api_server import LiveServer, start_server, trust_limits
 from tests.support.browser import Browser, require_browser
 from tests.support.scratch import scratch_dir
 
@@ -60,11 +60,7 @@ def server(
             root / "state",
             root / "uvicorn.log",
             api_tokens={TOKEN: ["predict"]},
-            trust_max_n=str(MAX_N),
-            trust_max_n0=str(MAX_N),
-            trust_max_steps=str(MAX_STEPS),
-            trust_max_model_calls=str(MAX_MODEL_CALLS),
-            trust_deadline_s=str(DEADLINE_S),
+            **trust_limits(MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S),
         )
         yield live
         live.stop()
