@@ -82,8 +82,21 @@ def test_study_runs_publishes_and_resumes(data_dir: Path, tmp_path: Path) -> Non
     again: list[str] = []
     run_study(config, folders, config_file.read_text(), log=again.append)
     assert not any("training" in m for m in again)
-    assert sum("reused" in m for m in again) == 3 + 1
+    assert sum("reused" in m for m in again) == 3 + 3
     assert len(folders.store.names()) == 3
+
+    # Each model's outcomes are kept on their own: losing one re-attacks that model only, and
+    # the published report comes out the same.
+    published = json.loads((out / "robustness.json").read_text())
+    lost = folders.store.manifest(folders.store.names()[1])
+    folders.outcomes("ham10000", 0, lost.name).unlink()
+    third: list[str] = []
+    run_study(config, folders, config_file.read_text(), log=third.append)
+    assert [m for m in third if "attacking" in m] == [
+        f"[ham10000 s0] evaluation of {lost.ref}: attacking"
+    ]
+    again_published = json.loads((out / "robustness.json").read_text())
+    assert again_published["results"] == published["results"]
 
 
 def test_a_changed_recipe_is_not_silently_reused(data_dir: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Robustness evaluation: sharded runs merge into exactly the unsharded report."""
+"""Robustness evaluation: sharded runs (by images or by models) join into exactly the whole report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from training.model_ref import ModelIdentity
 from training.models import build_model
 from training.robustness.render import markdown_table, robustness_curve_png
-from training.robustness.report import build_report, merge_shards
+from training.robustness.report import build_report, join_models, merge_shards
 from training.robustness.run import evaluate, evaluate_shard
 from training.robustness.spec import AttackSpec, EvaluationSpec, shard_ranges
 
@@ -62,6 +62,19 @@ def test_sharded_evaluation_merges_into_exactly_the_unsharded_report(models, ima
     ]
     merged = build_report(merge_shards(shards[::-1]), "test")  # order of arrival is irrelevant
     assert _without_time(merged) == _without_time(whole)
+
+
+def test_models_evaluated_one_by_one_join_into_exactly_the_joint_report(models, images):
+    pixels, labels = images
+    ids = np.arange(100, 110)
+    whole = evaluate(models, pixels, labels, CLASSES, SPEC, "test", "fp", sample_ids=ids)
+    parts = [evaluate_shard([m], pixels, labels, ids, CLASSES, SPEC, "fp") for m in models]
+    assert _without_time(build_report(join_models(parts), "test")) == _without_time(whole)
+    with pytest.raises(ValueError, match="overlap"):
+        join_models([parts[0], parts[0]])
+    fewer = evaluate_shard(models[1:], pixels[:4], labels[:4], ids[:4], CLASSES, SPEC, "fp")
+    with pytest.raises(ValueError, match="different evaluations"):
+        join_models([parts[0], fewer])
 
 
 def test_report_cells_agree_with_their_own_definitions(models, images):

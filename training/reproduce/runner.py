@@ -6,8 +6,9 @@ already there and was made from the same inputs:
 - a trained model is the store entry named ``<study>-<task>-<variant>-s<seed>`` whose recorded
   training spec equals the one the config asks for (a half-finished run resumes from its
   checkpoint directory instead);
-- an evaluation is the per-image outcomes file in the work folder, reused only when it was made
-  for the same model hashes and attack spec.
+- an evaluation is one per-image outcomes file per model in the work folder, reused only when it
+  was made for the same model hash and attack spec (so a run stopped after some models keeps
+  theirs).
 
 So a study interrupted at any point (a session ending, a machine going away) continues with the
 same command, and a finished one re-renders its results folder in seconds.
@@ -40,7 +41,7 @@ from training.reproduce.localization import (
 )
 from training.reproduce.summary import TaskResult, summary_markdown
 from training.robustness.render import markdown_table, robustness_curve_png
-from training.robustness.report import build_report
+from training.robustness.report import build_report, join_models
 from training.robustness.results import RobustnessReport, ShardResult
 from training.robustness.run import evaluate_stored, evaluation_samples
 from training.store import ModelManifest, ModelStore, code_version
@@ -63,8 +64,8 @@ class StudyFolders:
     def checkpoints(self, model_name: str) -> Path:
         return self.work / "checkpoints" / model_name
 
-    def outcomes(self, task: str, seed: int) -> Path:
-        return self.work / "outcomes" / f"{task}-s{seed}.json"
+    def outcomes(self, task: str, seed: int, model_name: str) -> Path:
+        return self.work / "outcomes" / f"{task}-s{seed}" / f"{model_name}.json"
 
     def results(self, task: str, seed: int) -> Path:
         return self.out / task / f"seed{seed}"
@@ -140,27 +141,31 @@ def ensure_evaluated(
     folders: StudyFolders,
     log: Log,
 ) -> RobustnessReport:
-    """The robustness report of the task's models, from cached outcomes when they still apply."""
+    """The robustness report of the task's models; each model's outcomes are cached on their own."""
     spec = config.evaluation.evaluation_spec(seed)
-    path = folders.outcomes(task.name, seed)
-    wanted = [ModelIdentity.of(m) for m in manifests]
-    if path.is_file():
-        cached = ShardResult.model_validate_json(path.read_text())
-        if cached.spec == spec and cached.models == wanted:
-            log(f"[{task.name} s{seed}] evaluation: cached outcomes reused")
-            return build_report(cached, code_version())
-    log(f"[{task.name} s{seed}] evaluation: attacking {len(manifests)} models")
-    outcomes = evaluate_stored(
-        folders.store,
-        [m.ref for m in manifests],
-        task.dataset,
-        spec,
-        split="test",
-        limit=config.evaluation.limit,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(outcomes.model_dump_json())
-    return build_report(outcomes, code_version())
+    parts = []
+    for manifest in manifests:
+        path = folders.outcomes(task.name, seed, manifest.name)
+        wanted = [ModelIdentity.of(manifest)]
+        if path.is_file():
+            cached = ShardResult.model_validate_json(path.read_text())
+            if cached.spec == spec and cached.models == wanted:
+                log(f"[{task.name} s{seed}] evaluation of {manifest.ref}: cached outcomes reused")
+                parts.append(cached)
+                continue
+        log(f"[{task.name} s{seed}] evaluation of {manifest.ref}: attacking")
+        outcomes = evaluate_stored(
+            folders.store,
+            [manifest.ref],
+            task.dataset,
+            spec,
+            split="test",
+            limit=config.evaluation.limit,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(outcomes.model_dump_json())
+        parts.append(outcomes)
+    return build_report(join_models(parts), code_version())
 
 
 def publish_task(

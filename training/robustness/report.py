@@ -24,6 +24,46 @@ from training.stats import mcnemar_exact_p, paired_difference_interval, wilson_i
 _Value = TypeVar("_Value")
 
 
+def join_models(parts: Sequence[ShardResult]) -> ShardResult:
+    """One ShardResult holding every part's models, evaluated separately on the same images.
+
+    ``evaluate_shard`` attacks model after model with per-image randomness that does not depend
+    on the other models, so the join equals evaluating them together; it lets a long study keep
+    each model's outcomes as soon as they exist instead of all or nothing.
+    """
+    if not parts:
+        raise ValueError("nothing to join")
+    first = parts[0]
+    for part in parts[1:]:
+        same = (
+            part.spec,
+            part.class_names,
+            part.dataset_fingerprint,
+            part.sample_ids,
+            part.labels,
+        ) == (
+            first.spec,
+            first.class_names,
+            first.dataset_fingerprint,
+            first.sample_ids,
+            first.labels,
+        )
+        if not same:
+            raise ValueError("parts come from different evaluations (spec, images or data differ)")
+    keys = [m.key for part in parts for m in part.models]
+    if len(set(keys)) != len(keys):
+        raise ValueError("parts overlap: some models appear twice")
+    return first.model_copy(
+        update={
+            "models": [m for part in parts for m in part.models],
+            "clean_predictions": {
+                key: part.clean_predictions[key] for part in parts for key in part.clean_predictions
+            },
+            "adversarial": [cell for part in parts for cell in part.adversarial],
+        }
+    )
+
+
 def merge_shards(shards: Sequence[ShardResult]) -> ShardResult:
     """One ShardResult holding every shard's images, ordered by sample id."""
     if not shards:
