@@ -6,8 +6,9 @@ model trained without noise unless the request names ``noise_sigma`` (422, or a 
 runs the work in a pool of its own: ``trust_concurrency`` threads, never the micro-batchers' or
 the decode pool's, so a plain ``/predict`` neither waits behind nor batches with it. One
 :class:`~training.trust.budget.Deadline` per request, started when the request is accepted (so
-time queued counts), is checked between model calls: past it the thread stops and the request
-gets 503 — no thread computes on for a client that has been answered.
+time queued counts), is checked before each noise batch and each attack run: past it the thread
+stops after at most one of those and the request gets 503 — no thread computes on for a client
+that has been answered.
 """
 
 from __future__ import annotations

@@ -15,12 +15,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,7 +37,9 @@ from training.trust import FlipSpec
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 
 SIGMA = 64.0
-MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S = 500, 10, 400, 120.0
+# MAX_N is SmoothingSpec's own ceiling, so the deadline test can ask for minutes of work
+MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S = 1_000_000, 10, 400, 120.0
+TRUST_BATCH = 256  # noisy images per model call (the setting's default, pinned here)
 UNITS = "pixel intensity on the [0, 255] input scale (ε = 2 means 2/255)"
 
 
@@ -61,6 +66,7 @@ def trust_server(
             root / "state",
             root / "uvicorn.log",
             api_tokens=TOKENS,
+            trust_batch_size=str(TRUST_BATCH),
             **trust_limits(MAX_N, MAX_STEPS, MAX_MODEL_CALLS, DEADLINE_S),
         )
         yield server
@@ -200,6 +206,67 @@ def test_past_the_deadline_is_503_and_the_thread_is_freed(trust_server, ham_imag
         trust_server, "/predict", image, models=["ham-noise"], robustness="certify", certify_n=50
     )
     assert again.status_code == 200, again.text
+
+
+SHORT_DEADLINE_S = 0.75
+CALIBRATION_CHUNKS = 8
+LOAD_FACTOR = 2.0
+
+
+def _timed(server: LiveServer, image: np.ndarray, **params) -> tuple[httpx.Response, float]:
+    """A certify request to ``ham-noise`` and its wall-clock seconds, as the client sees them."""
+    start = time.monotonic()
+    response = _post(
+        server, "/predict", image, models=["ham-noise"], robustness="certify", **params
+    )
+    return response, time.monotonic() - start
+
+
+def test_a_long_certification_is_stopped_at_its_deadline(trust_server, ham_images):
+    """A certification of 10⁶ samples (minutes here) with a 0.75 s deadline answers 503 soon
+    after the deadline, and the one trust thread is free at once.
+
+    Bound. The deadline starts when the request is accepted and is checked before each noise
+    batch, so at most one batch started before it runs on past it:
+    ``elapsed ≤ overhead + deadline + t_batch``. ``overhead`` is everything outside the noise
+    loop (HTTP, decode, the plain prediction, the thread hop, the answer); a certify request
+    of one selection and one estimation sample goes the same way with two one-image batches, so
+    its time ``t_small`` bounds it. ``t_batch``, the time of one batch of ``TRUST_BATCH``, is
+    measured here, on the server, under the current load: (time of ``CALIBRATION_CHUNKS``
+    batches − ``t_small``) / ``CALIBRATION_CHUNKS``. Both are the worst of repeated requests
+    and get a factor ``LOAD_FACTOR`` of 2 for the load changing in the seconds between the
+    calibration and the late request (the 2-core test machines are shared with other jobs).
+    Were the loop not stopped at the deadline, the request would run all 10⁶ samples: the test
+    checks that this is many times the bound, so it can fail; likewise a request queued behind
+    a thread still computing would wait for the rest of that work.
+    """
+    image = ham_images[5]
+    small = {"certify_n0": 1, "certify_n": 1}
+    batches = {"certify_n0": 1, "certify_n": CALIBRATION_CHUNKS * TRUST_BATCH}
+    for params in (small, batches):  # compile both batch shapes before timing
+        warm, _ = _timed(trust_server, image, **params)
+        assert warm.status_code == 200, warm.text
+    t_small = max(_timed(trust_server, image, **small)[1] for _ in range(3))
+    t_batches = max(_timed(trust_server, image, **batches)[1] for _ in range(2))
+    t_batch = max(t_batches - t_small, 0.0) / CALIBRATION_CHUNKS
+    bound = SHORT_DEADLINE_S + LOAD_FACTOR * (t_small + t_batch)
+    full_s = MAX_N / TRUST_BATCH * t_batch  # the work asked for, were it not stopped
+    assert full_s > 10 * bound, f"{full_s:.1f} s of work cannot show a stop at {bound:.2f} s"
+
+    late, elapsed = _timed(
+        trust_server, image, certify_n0=1, certify_n=MAX_N, robustness_deadline_s=SHORT_DEADLINE_S
+    )
+    print(f"503 after {elapsed:.2f} s, bound {bound:.2f} s (t_small {t_small:.3f} s, "
+          f"t_batch {t_batch:.4f} s); the full work {full_s:.0f} s")  # fmt: skip
+    assert late.status_code == 503, late.text
+    assert int(late.headers["Retry-After"]) > 0
+    stopped = re.search(r"stopped after ([0-9.]+) s", late.json()["detail"])
+    assert stopped and float(stopped.group(1)) > SHORT_DEADLINE_S  # the deadline stopped it
+    assert SHORT_DEADLINE_S < elapsed <= bound
+    # trust_concurrency is 1: this waits behind the late block unless its thread has stopped
+    after, after_s = _timed(trust_server, image, **small)
+    assert after.status_code == 200, after.text
+    assert after_s <= LOAD_FACTOR * (t_small + t_batch), f"{after_s:.2f} s afterwards"
 
 
 def test_explain_png_panel_shows_the_flipping_image(trust_server):

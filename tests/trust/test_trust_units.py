@@ -3,6 +3,8 @@ limits, call accounting against the calls really made, budgets, determinism, sum
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -12,6 +14,7 @@ from training import gradients
 from training.store import ModelManifest
 from training.trust import (
     Certification,
+    Deadline,
     FlipSpec,
     SmoothingSpec,
     TrustDeadlineExceeded,
@@ -23,8 +26,9 @@ from training.trust import (
     smallest_flip,
 )
 from training.trust.ball import distance, into_ball
+from training.trust.flip import MAX_MODEL_CALLS, MAX_RESTARTS
 from training.trust.render import certified_accuracy_png, flipped_fraction_png
-from training.trust.smoothing import lower_confidence_bound
+from training.trust.smoothing import MAX_SAMPLES, lower_confidence_bound
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -77,10 +81,15 @@ def test_smoothing_spec_refuses_out_of_bounds_requests(bad):
 
 
 class _Spy:
-    """Counts the images the real gradient/forward functions see (wraps, does not replace)."""
+    """Counts the images the real gradient/forward functions see (wraps, does not replace).
+
+    ``started`` holds each call's ``time.monotonic()`` at its start and its image count, to tell
+    the work begun after a deadline from the work before it.
+    """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.gradient_images = self.forward_images = 0
+        self.started: list[tuple[float, int]] = []
         real_step, real_grad, real_logits = (
             gradients.loss_step,
             gradients.loss_input_gradient,
@@ -92,16 +101,19 @@ class _Spy:
 
             def counted(state, constants):
                 self.gradient_images += len(state[0])
+                self.started.append((time.monotonic(), len(state[0])))
                 return step(state, constants)
 
             return counted
 
         def loss_input_gradient(model, pixels, *args, **kwargs):
             self.gradient_images += len(pixels)
+            self.started.append((time.monotonic(), len(pixels)))
             return real_grad(model, pixels, *args, **kwargs)
 
         def logits(model, pixels, *args, **kwargs):
             self.forward_images += len(pixels)
+            self.started.append((time.monotonic(), len(pixels)))
             return real_logits(model, pixels, *args, **kwargs)
 
         monkeypatch.setattr(gradients, "loss_step", loss_step)
@@ -153,6 +165,39 @@ def test_a_spent_deadline_raises_a_timeout_for_both_computations():
     assert isinstance(raised.value, TimeoutError) and "deadline" in str(raised.value)
     with pytest.raises(TrustDeadlineExceeded):
         certify(model, x[0], SmoothingSpec(sigma=8.0, deadline_s=1e-9))
+
+
+LONG_RUN_DEADLINE_S = 0.5
+# A flip search that finds nothing and would run for hours: ε from 0.01 to 0.25 pixels (far
+# inside this model's margin) in steps of 0.1 %, 20 restarts each; a certification of 10⁶ samples.
+LONG_FLIP = FlipSpec(
+    steps=10, restarts=MAX_RESTARTS, start_epsilon=0.01, max_epsilon=0.25, growth=1.001,
+    max_model_calls=MAX_MODEL_CALLS,
+)  # fmt: skip
+LONG_CERTIFY = SmoothingSpec(sigma=16.0, n0=1, n=MAX_SAMPLES, batch_size=64)
+
+
+@pytest.mark.parametrize("what", ["flip", "certify"])
+def test_a_deadline_stops_a_long_computation_within_one_unit_of_work(monkeypatch, what):
+    """The deadline is checked before each attack run (flip) and each noise batch (certify),
+    never inside one, so the model calls *started* after it passes are at most one run's
+    (``run_cost``: the steps' gradient calls, the last iterate's and the verifying forward
+    pass) or one batch's images. That holds exactly whatever the load, so no time tolerance is
+    needed. Checked only at the start, neither would stop for hours."""
+    model = small_cnn()
+    x, _ = synthetic(1, seed=5)
+    spy = _Spy(monkeypatch)
+    allowed = LONG_FLIP.run_cost().total if what == "flip" else LONG_CERTIFY.batch_size
+    deadline = Deadline(LONG_RUN_DEADLINE_S)
+    start = time.monotonic()  # ≥ the deadline's own start: "after" below is never too wide
+    with pytest.raises(TrustDeadlineExceeded, match="stopped after"):
+        if what == "flip":
+            smallest_flip(model, x[0], LONG_FLIP, deadline)
+        else:
+            certify(model, x[0], LONG_CERTIFY, deadline)
+    passed = start + LONG_RUN_DEADLINE_S
+    assert sum(images for at, images in spy.started if at <= passed) > 0
+    assert sum(images for at, images in spy.started if at > passed) <= allowed
 
 
 def test_clopper_pearson_bound_matches_statsmodels():

@@ -115,7 +115,8 @@ class FlipSpec(BaseModel):
         """Model calls of one attack run on one image, plus the verifying forward pass.
 
         APGD evaluates its last iterate once more after ``steps`` gradient steps; PGD does not.
-        ``tests/trust/test_flip_properties.py`` checks these against the calls actually made.
+        ``test_reported_model_calls_are_the_calls_made`` (``tests/trust/test_trust_units.py``)
+        checks these against the calls actually made.
         """
         extra = 1 if self.attack_name == "apgd_ce" else 0
         return CallTally(gradients=self.steps, forwards=extra + 1)
