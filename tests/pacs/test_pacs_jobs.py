@@ -23,10 +23,12 @@ import httpx
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
+from test_results_dicom import dciodvfy
 
 from service.config import Settings
 from service.pacs.results import TRUST_SCHEME
 from service.pacs.submit import submit_dimse_job
+from tests.support.chest import save_chest_model
 from tests.support.jobs_stack import TOKEN, Stack, running_stack
 from tests.support.net import free_port
 from tests.support.orthanc import Orthanc, running_orthanc
@@ -82,6 +84,9 @@ def pacs(
             # tiny model's flip search stops at these limits, whatever it has found by then
             "MEDROBUST_TRUST_MAX_STEPS": "3",
             "MEDROBUST_TRUST_MAX_MODEL_CALLS": "40",
+            # and the certificate of test_a_certified_prediction_reaches_the_sr: 20 + 200 samples
+            "MEDROBUST_TRUST_MAX_N0": "20",
+            "MEDROBUST_TRUST_MAX_N": "200",
         }
         with running_stack(root, None, settings) as stack:
             yield PacsStack(stack, orthanc, model, study_uid)
@@ -191,6 +196,46 @@ def test_a_study_job_records_robustness_in_the_sr(pacs: PacsStack) -> None:
     verified = [b["upper"] for b in flips if b["verified"]]
     assert numbers.get("flip-upper", []) == pytest.approx(verified)
     assert "cert-radius" not in numbers
+
+
+def test_a_certified_prediction_reaches_the_sr(pacs: PacsStack, tmp_path: Path) -> None:
+    # A model whose recipe records Gaussian noise σ = 16 certifies at that σ in a job, and the
+    # SR carries the certificate as NUM items: radius and p̲_A, with the smoothed class.
+    ref = save_chest_model(
+        pacs.stack.root / "models",
+        "chest-noisy",
+        ("no_finding", "pneumothorax"),
+        seed=0,
+        noise_sigma=16.0,
+    )
+    body = {
+        "pacs": "orthanc",
+        "study_uid": pacs.study_uid,
+        "model": ref,
+        "robustness": "certify",
+    }
+    response = submit(pacs, body)
+    assert response.status_code == 202, response.text
+    job = pacs.stack.wait_job(response.json()["job_id"], timeout_s=600)
+
+    assert job["state"] == "succeeded", f"{job}\n{pacs.stack.logs()}"
+    result = job["result"]
+    assert (result["robustness"], result["robustness_skipped"]) == ("certify", None)
+    (cr,) = [i for i in result["instances"] if i["status"] == "analysed"]
+    certified = cr["robustness"]["certified"]
+    assert cr["robustness"]["flip"] is None
+    assert (certified["sigma"], certified["n0"], certified["n"]) == (16.0, 20, 200)
+
+    (sr_uid,) = [s["sop_instance_uid"] for s in cr["stored"] if s["kind"] == "sr"]
+    sr = _stored_sr(pacs.orthanc, pacs.study_uid, sr_uid)
+    numbers = _numbers(sr)
+    assert numbers["cert-radius"] == pytest.approx([certified["radius"]])
+    assert numbers["cert-p-lower"] == pytest.approx([certified["p_lower"]])
+    assert "flip-lower" not in numbers
+    if shutil.which("dciodvfy") is not None:  # Debian's dicom3tools, installed by make test
+        path = tmp_path / "certified-sr.dcm"
+        sr.save_as(path)
+        assert not dciodvfy(path).errors
 
 
 @pytest.mark.parametrize(

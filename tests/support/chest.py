@@ -46,11 +46,15 @@ def save_chest_model(
     name: str = "cxr",
     classes: Sequence[str] = ("normal", "pneumonia"),
     seed: int = 1,
+    noise_sigma: float | None = None,
 ) -> str:
     """Save an untrained 32-px ResNet-50 baseline that declares CR/DX chest images into the
     store at ``store_dir`` (made if absent) as the next version of ``name``; returns its ref
     (``name:version``). Random weights, from ``seed``: the tests check the plumbing, not the
-    finding, and a caller whose expectations were written against one seed's weights keeps it."""
+    finding, and a caller whose expectations were written against one seed's weights keeps it.
+
+    ``noise_sigma``: recorded as the training recipe's ``train.noise_sigma`` (only that), so the
+    model certifies at that σ as a noise-trained one would; its weights are still random."""
     import keras
 
     from training.dicom import DicomAcceptance
@@ -67,5 +71,6 @@ def save_chest_model(
         PreprocessConfig(input_size=32),
         list(classes),
         accepts=DicomAcceptance(modalities=["CR", "DX"], body_parts=["CHEST"]),
+        training_spec=None if noise_sigma is None else {"train": {"noise_sigma": noise_sigma}},
     )
     return manifest.ref
