@@ -2,8 +2,8 @@
 # Make sure the PACS tests' tools are installed: Orthanc with its DICOMweb plugin (the real PACS
 # the round-trip tests start on loopback ports), dcmtk (storescu, the modality that pushes images)
 # and dicom3tools (dciodvfy, which validates the SR and SC we write). Installs the missing Debian
-# packages with apt-get when run as root; otherwise it only says what is missing, and those tests
-# skip, naming it. `make test` runs this first.
+# packages with apt-get when run as root; otherwise, or when apt-get fails (offline, no such
+# package), it only says what is missing and those tests skip, naming it. `make test` runs this first.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/apt-packages.sh"
 

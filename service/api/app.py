@@ -29,7 +29,7 @@ from service.api.decoding import DecodePool
 from service.api.errors import install_error_handlers
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.models_registry import ModelRegistry
-from service.api.routes import explain, health, models, predict
+from service.api.routes import explain, health, models, predict, render
 from service.api.routes import jobs as jobs_routes
 from service.api.trust import TrustPool
 from service.config import Settings, get_settings
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(explain.router)
+    app.include_router(render.router)  # /render: the image as decoded, for the viewer
     app.include_router(models.router)
     app.include_router(jobs_routes.router)
     app.include_router(web.router)  # the viewer at /ui/ (service/web), /session and /pacs

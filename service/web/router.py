@@ -5,9 +5,9 @@ Every viewer answer carries a Content-Security-Policy that allows scripts, style
 from this origin only (no ``unsafe-inline``, no ``eval``): the page shows images and text that
 came from uploads and model stores, and a policy that forbids inline script makes an injection
 inert. Images may also be ``data:`` (the overlays arrive base64-encoded in ``/explain``'s JSON)
-and ``blob:`` (the uploaded file, previewed locally). The static folder is flat and its file
-names are matched against a pattern before any path is built, so a request cannot reach a file
-outside it.
+and ``blob:`` (the uploaded file, previewed locally, or ``/render``'s PNG of a DICOM file). The
+static folder is flat and its file names are matched against a pattern before any path is
+built, so a request cannot reach a file outside it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Robustness evaluation: sharded runs (by images or by models) join into exactly the whole report."""
+"""Robustness evaluation: shards (of images or of models) join into exactly the whole report."""
 
 from __future__ import annotations
 

@@ -99,6 +99,15 @@ class Browser:
             and urlsplit(url).hostname not in LOCAL_HOSTS
         ]
 
+    def assert_clean(
+        self, allowed: Callable[[str], bool] = lambda _: False, secret: str = "viewer-"
+    ) -> None:
+        """No console error (but what ``allowed`` admits), nothing fetched off this machine,
+        and no URL holding ``secret``: the token travels in a header, never in a URL."""
+        assert self.console_errors(allowed) == []
+        assert self.remote_requests() == []
+        assert not [url for url in self.requests if secret in url]
+
     def wait(self, condition: Callable[[Any], Any], timeout_s: float = WAIT_S) -> Any:
         """Poll ``condition`` until it is truthy. An element the page re-rendered between being
         found and being read (the job list redraws every 1.5 s) counts as "not yet", not as a
@@ -145,6 +154,19 @@ class Browser:
         self.find("#token").send_keys(token)
         self.find("#login-form button[type=submit]").click()
         self.wait(lambda _: self.find_all("body[data-ready]"))
+
+    def download(self, link: Any, folder: Path) -> Path:
+        """Click ``link`` (an ``<a download>``) and return the file Chromium saved in
+        ``folder``, as a user's click saves it (a page's CSP keeps scripts from reading a
+        ``blob:`` URL, rightly, so a test reads the saved file instead)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.driver.execute_cdp_cmd(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)}
+        )
+        saved = folder / link.get_attribute("download")
+        link.click()
+        self.wait(lambda _: saved.is_file())  # Chromium renames its .crdownload when done
+        return saved
 
     def screenshot(self, name: str) -> Path:
         """The window as docs/screenshots/<name>.png (the README shows them)."""

@@ -1,15 +1,15 @@
 """The web viewer in a real headless Chromium against a real stack (uvicorn API, Celery worker,
-Redis): a real HAM10000 JPEG through both models and the attack toggle, a real DICOM image (a
-chest model refuses it until overridden), an evaluation submitted from the form and watched to
-its report, the models page with an alias move, a token without the jobs scope, labels and
-focus, and a narrow window. Every test also checks the browser logged no error and sent no
-request off this machine. The screenshots in docs/screenshots/ are taken here.
+Redis): a real HAM10000 JPEG through both models and the attack toggle (FGSM, then PGD), a real
+DICOM image (a chest model refuses it until overridden), the models page with its columns and an
+alias move, a token without the jobs scope, where the token is kept, an unreadable task defaults
+file said in words, labels and focus, and a narrow window. Every test also checks the browser
+logged no error and sent no request off this machine. The jobs page has test_viewer_jobs.py, the
+DICOM preview test_viewer_render.py. The screenshots in docs/screenshots/ are taken here.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,23 +18,11 @@ import pytest
 
 from tests.support.browser import Browser
 from tests.support.jobs_stack import Stack
+from training.task_defaults import TASKS_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ALL, LOOK = "viewer-all", "viewer-look"
-EVALUATION_TIMEOUT_S = 600
-
-
-def api(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {ALL}"}, timeout=60)
-
-
-def clean(browser: Browser, allowed=lambda _: False) -> None:
-    """No console error (but what ``allowed`` admits), nothing fetched off this machine, and
-    the token never in a URL."""
-    assert browser.console_errors(allowed) == []
-    assert browser.remote_requests() == []
-    assert not [url for url in browser.requests if "viewer-" in url]
 
 
 def overlays(browser: Browser, card) -> dict[str, bool]:
@@ -55,6 +43,26 @@ def probabilities(card) -> dict[str, float]:
     }
 
 
+def families(api: httpx.Client) -> int:
+    return len(api.get("/models").json()["models"])
+
+
+def cells(browser: Browser, family: str, version: int) -> dict[str, str]:
+    """One version's row of a family's table on the Models page, by column heading."""
+    from selenium.webdriver.common.by import By
+
+    def texts(element, css: str) -> list[str]:  # textContent: cells scrolled out of view too
+        return [e.get_attribute("textContent") for e in element.find_elements(By.CSS_SELECTOR, css)]
+
+    table = browser.find(f'section.family[data-model="{family}"] table')
+    headings = texts(table, "thead th")
+    for row in table.find_elements(By.CSS_SELECTOR, "tbody tr"):
+        values = texts(row, "td")
+        if values[0] == f"v{version}":
+            return dict(zip(headings, values, strict=True))
+    raise AssertionError(f"no row v{version} in {family}'s table")
+
+
 @pytest.fixture(scope="module")
 def ham_jpeg(data_dir: Path) -> Path:
     images = sorted((data_dir / "ham10000_200x150" / "images").glob("ISIC_*.jpg"))
@@ -63,8 +71,9 @@ def ham_jpeg(data_dir: Path) -> Path:
     return images[0]
 
 
+@pytest.mark.data
 def test_a_ham10000_jpeg_through_both_models_then_attacked(
-    web_stack: Stack, browser: Browser, ham_jpeg: Path
+    web_stack: Stack, browser: Browser, api: httpx.Client, ham_jpeg: Path
 ) -> None:
     from selenium.webdriver.common.keys import Keys
 
@@ -79,11 +88,10 @@ def test_a_ham10000_jpeg_through_both_models_then_attacked(
 
     cards = browser.find_all(".card")
     assert [c.get_attribute("data-ref") for c in cards] == ["derm:production", "derm-baseline"]
-    with api(web_stack) as client:
-        shas = [
-            client.get("/models/derm/production").json()["weights_sha256"],
-            client.get("/models/derm-baseline/latest").json()["weights_sha256"],
-        ]
+    shas = [
+        api.get("/models/derm/production").json()["weights_sha256"],
+        api.get("/models/derm-baseline/latest").json()["weights_sha256"],
+    ]
     for card, sha in zip(cards, shas, strict=True):
         shown = probabilities(card)
         assert set(shown) == {"benign", "malignant"}
@@ -119,7 +127,22 @@ def test_a_ham10000_jpeg_through_both_models_then_attacked(
     assert browser.find(".card img.overlay").value_of_css_property("opacity") == "0"
     slider.send_keys(Keys.END)
     browser.screenshot("analyse-attacked")
-    clean(browser)
+
+    # the other attack of the toggle: PGD at the same ε, as the service reports it ran
+    browser.find('#attack option[value="pgd"]').click()
+    browser.wait(
+        lambda _: (
+            "pgd ε=2.5/255" in browser.find(".card .verdict.attacked").text
+            and not browser.find("#analyse-busy").text
+        )
+    )
+    attacked = browser.find_all('.card[data-view="attacked"]')
+    assert [c.get_attribute("data-ref") for c in attacked] == ["derm:production", "derm-baseline"]
+    for card in attacked:
+        assert "pgd ε=2.5/255" in card.find_element("css selector", ".verdict.attacked").text
+        assert len(card.find_elements("css selector", ".bars.adversarial .bar")) == 2
+    assert overlays(browser, attacked[1]) == {"gradcam_adversarial": True}
+    browser.assert_clean()
 
 
 def test_a_dicom_image_a_chest_model_refuses_until_overridden(
@@ -158,73 +181,37 @@ def test_a_dicom_image_a_chest_model_refuses_until_overridden(
     assert overlays(browser, card) == {"gradcam": True}
     browser.screenshot("analyse-dicom")
     # the one error the browser logs is the refused request itself
-    clean(browser, allowed=lambda m: "/explain" in m and "status of 422" in m)
-
-
-def test_an_evaluation_submitted_from_the_form_finishes_to_a_rendered_report(
-    web_stack: Stack, browser: Browser
-) -> None:
-    browser.sign_in(web_stack.url, ALL)
-    browser.find('#nav a[data-page="jobs"]').click()
-    browser.wait(lambda _: browser.shown("#evaluation-form"))
-    chosen = [b.get_attribute("value") for b in browser.find_all("#eval-models input:checked")]
-    assert chosen == ["derm:production", "derm-baseline"]
-    for css, value in (("#eval-epsilons", "0, 2"), ("#eval-limit", "4")):
-        field = browser.find(css)
-        field.clear()
-        field.send_keys(value)
-
-    browser.find("#evaluation-form button[type=submit]").click()
-    browser.wait(lambda _: "Submitted job" in browser.find("#eval-result").text)
-    job_prefix = re.search(r"Submitted job (\w+)", browser.find("#eval-result").text)[1]
-    row = f'tr[data-job-id^="{job_prefix}"]'
-    browser.wait(lambda _: browser.shown(f"{row} progress"))
-    # the report opens by itself once the job has succeeded
-    browser.wait(
-        lambda _: (
-            browser.shown("#report svg.chart")
-            or browser.find(row).get_attribute("data-state") in ("failed", "cancelled")
-        ),
-        timeout_s=EVALUATION_TIMEOUT_S,
-    )
-
-    assert browser.find(row).get_attribute("data-state") == "succeeded", browser.find(row).text
-    browser.wait(lambda _: browser.shown("#report svg.chart"))
-    job_id = browser.find(row).get_attribute("data-job-id")
-    with api(web_stack) as client:
-        report = client.get(f"/jobs/{job_id}/report").json()
-    models = sorted({cell["model"] for cell in report["results"]})
-    series = sorted(
-        g.get_attribute("data-series") for g in browser.find_all("#report svg.chart g.series")
-    )
-    assert series == models and len(models) == 2
-    tips = [t.get_attribute("textContent") for t in browser.find_all("#report circle title")]
-    assert len(tips) == len(report["results"]) == 4  # 2 models × ε 0, 2
-    for cell in report["results"]:
-        accuracy = f"{100 * cell['robust_accuracy']:.1f} %"
-        where = f"{cell['model']}, fgsm ε={cell['epsilon']:g}: robust accuracy {accuracy}"
-        assert any(t.startswith(where) for t in tips), (where, tips)
-    assert browser.find_all("#report table tbody tr"), "the markdown table was not rendered"
-    assert "Gradient-masking checks" in browser.find("#report").text
-    download = browser.find('#report a[download$=".json"]')
-    assert download.get_attribute("href").startswith("blob:")
-    browser.screenshot("jobs-report")
-    browser.driver.execute_script("window.scrollTo(0, 0)")
-    browser.screenshot("jobs")
-    clean(browser)
+    browser.assert_clean(allowed=lambda m: "/explain" in m and "status of 422" in m)
 
 
 def test_the_models_page_lists_the_store_and_an_admin_moves_an_alias(
-    web_stack: Stack, browser: Browser
+    web_stack: Stack, browser: Browser, api: httpx.Client
 ) -> None:
     browser.sign_in(web_stack.url, ALL)
     browser.find('#nav a[data-page="models"]').click()
-    browser.wait(lambda _: len(browser.find_all("section.family")) == 3)
-    with api(web_stack) as client:
-        sha = client.get("/models/cxr/1").json()["weights_sha256"]
+    count = families(api)
+    browser.wait(lambda _: len(browser.find_all("section.family")) == count)
+    sha = api.get("/models/cxr/1").json()["weights_sha256"]
     cxr = browser.find('section.family[data-model="cxr"]').text
     assert sha in cxr and "CR/DX, CHEST" in cxr and "baseline" in cxr
     assert "production → v1" in browser.find('section.family[data-model="derm"]').text
+
+    # attention variant, defense and metrics, as the manifests record them
+    variant = api.get("/models/derm/1").json()["architecture"]["attention_variant"]
+    row = cells(browser, "derm", 1)
+    assert row["Attention variant"] == variant
+    assert row["Defense"] == "none"  # its training spec records no defense
+    assert row["Metrics"] == "none recorded"
+    assert cells(browser, "derm-baseline", 1)["Attention variant"] == "—"
+    defended = api.get("/models/cxr-at/1").json()
+    adversarial = defended["training_spec"]["train"]["adversarial"]
+    test = defended["metrics"]["test"]
+    row = cells(browser, "cxr-at", 1)
+    assert row["Defense"] == f"PGD-AT ε={adversarial['epsilon']:g} steps={adversarial['steps']}"
+    assert row["Metrics"] == (
+        f"test: accuracy {test['accuracy']:.3f}, balanced {test['balanced_accuracy']:.3f}, "
+        f"AUC {test['macro_roc_auc']:.3f} (n={test['n']})"
+    )
     browser.screenshot("models")
 
     assert browser.shown("#alias-form")
@@ -234,17 +221,16 @@ def test_the_models_page_lists_the_store_and_an_admin_moves_an_alias(
     version.send_keys("2")
     browser.find("#alias-form button[type=submit]").click()
     browser.wait(lambda _: "now points at v2 (was v1)" in browser.find("#alias-result").text)
-    derm = 'section.family[data-model="derm"]'
-    browser.wait(lambda _: "production → v2" in browser.find(derm).text)
-    with api(web_stack) as client:
-        assert client.get("/models/derm").json()["aliases"]["production"] == 2
-        # put it back for the other tests
-        client.put("/models/derm/aliases/production", json={"version": 1}).raise_for_status()
-    clean(browser)
+    family = 'section.family[data-model="derm"]'
+    browser.wait(lambda _: "production → v2" in browser.find(family).text)
+    assert api.get("/models/derm").json()["aliases"]["production"] == 2
+    # put it back for the other tests
+    api.put("/models/derm/aliases/production", json={"version": 1}).raise_for_status()
+    browser.assert_clean()
 
 
 def test_a_token_without_the_jobs_scope_sees_no_job_controls(
-    web_stack: Stack, browser: Browser
+    web_stack: Stack, browser: Browser, api: httpx.Client
 ) -> None:
     browser.sign_in(web_stack.url, LOOK)
     assert "predict, explain" in browser.find("#who").text or "explain, predict" in (
@@ -257,13 +243,52 @@ def test_a_token_without_the_jobs_scope_sees_no_job_controls(
     browser.wait(lambda _: browser.find_all("body[data-ready]") and browser.shown("#jobs-denied"))
     assert not browser.shown("#evaluation-form") and not browser.shown("#training-form")
     browser.find('#nav a[data-page="models"]').click()
-    browser.wait(lambda _: len(browser.find_all("section.family")) == 3)
+    count = families(api)
+    browser.wait(lambda _: len(browser.find_all("section.family")) == count)
     assert not browser.shown("#alias-form")
     browser.collect()
     assert not [url for url in browser.requests if urlsplit(url).path.startswith("/jobs")]
-    clean(browser)
+    browser.assert_clean()
 
 
+def test_the_token_is_kept_in_this_tabs_session_storage_only(
+    web_stack: Stack, browser: Browser
+) -> None:
+    browser.sign_in(web_stack.url, ALL)
+    kept = browser.driver.execute_script(
+        "return {session: {...sessionStorage}, local: {...localStorage}, cookie: document.cookie}"
+    )
+    assert kept == {"session": {"medrobust.token": ALL}, "local": {}, "cookie": ""}
+
+    browser.find("#sign-out").click()  # "Forget token": cleared, and the sign-in form again
+    browser.wait(lambda _: browser.shown("#token"))
+    assert browser.driver.execute_script("return sessionStorage.length") == 0
+    browser.assert_clean()
+
+
+def test_an_unreadable_task_defaults_file_is_said_in_words(
+    web_stack: Stack, browser: Browser, api: httpx.Client
+) -> None:
+    """The page still works on the configured defaults, and says what /session says is wrong."""
+    tasks = web_stack.root / "models" / TASKS_FILE
+    assert not tasks.exists()
+    tasks.write_text("{ not a task defaults file")
+    try:
+        problem = api.get("/session").json()["task_defaults_error"]
+        browser.sign_in(web_stack.url, ALL)
+        warning = browser.find("#session-warning")
+        said = warning.text
+        first = browser.find("#model-options input:checked").get_attribute("value")
+    finally:
+        tasks.unlink()
+    assert problem and TASKS_FILE in problem
+    assert said == f"Task defaults are incomplete: {problem}"
+    assert warning.get_attribute("role") == "alert"
+    assert first == "derm:production"  # MEDROBUST_DEFAULT_MODELS still applies
+    browser.assert_clean()
+
+
+@pytest.mark.data
 def test_every_control_is_labelled_focus_is_visible_and_a_narrow_window_fits(
     web_stack: Stack, browser: Browser, ham_jpeg: Path
 ) -> None:
@@ -298,4 +323,4 @@ def test_every_control_is_labelled_focus_is_visible_and_a_narrow_window_fits(
             "return document.documentElement.scrollWidth - window.innerWidth"
         )
         assert overflow <= 0, f"the {page} page is {overflow} px wider than a 400-px window"
-    clean(browser)
+    browser.assert_clean()

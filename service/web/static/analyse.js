@@ -1,7 +1,11 @@
 // Analyse page: one image (PNG, JPEG or DICOM, dropped, chosen or picked from a PACS study)
 // through POST /explain (or /predict for a token without the explain scope), one card per model
 // side by side; the attack toggle reruns /explain with attack + ε and shows the attacked image's
-// prediction and maps.
+// prediction and maps. The image itself is shown as POST /render answers, the pixels the service
+// decodes: a browser cannot render DICOM (window/level, MONOCHROME1, first frame), and its own
+// decoding of a PNG or JPEG can differ from the service's (EXIF orientation, colour profiles),
+// so the maps would sit on another image than the one they explain. A token without the predict
+// scope that /render needs sees a PNG or JPEG as the browser decodes it, and no DICOM image.
 import { ApiError, request } from "./api.js";
 import { $, $$, h, percent, say } from "./dom.js";
 import { defaultRefs, modelCheckboxes, refChoices } from "./models.js";
@@ -9,7 +13,9 @@ import * as pacs from "./pacs.js";
 
 const MAP_NAMES = { gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", attention: "Attention" };
 let context = null;
-let upload = null; // {file, preview: object URL or null (DICOM has none), source: words or null}
+// {file, preview: object URL or null (until /render answers), local: the preview is the file
+// itself, why: no preview, in words, source: words or null}
+let upload = null;
 let clean = null; // the clean answer for the current image and options
 let sequence = 0; // answers to superseded requests are dropped
 
@@ -20,9 +26,31 @@ const view = () => $("input[name=view]:checked").value;
 
 function chooseFile(file, source = null) {
   if (upload?.preview) URL.revokeObjectURL(upload.preview);
-  const previewable = /^image\/(png|jpeg)$/.test(file.type);
-  upload = { file, preview: previewable ? URL.createObjectURL(file) : null, source };
+  upload = { file, preview: null, local: false, why: null, source };
   clean = null;
+}
+
+/** Fill `target.preview` with the service's rendering of the file (once per file); a failure
+ * only leaves the reason (the analysis, on the same bytes, says more). */
+async function renderPreview(target) {
+  if (target.preview || target.why) return;
+  if (!canPredict()) {
+    if (/^image\/(png|jpeg)$/.test(target.file.type)) {
+      Object.assign(target, { preview: URL.createObjectURL(target.file), local: true });
+    } else {
+      target.why = "No preview: showing this file as the service decodes it (POST /render) needs the predict scope.";
+    }
+    return;
+  }
+  const form = new FormData();
+  form.append("image", target.file, target.file.name);
+  try {
+    const blob = await (await request("/render", { method: "POST", form, accept: "image/png" })).blob();
+    // another file chosen meanwhile: this one's URL would never be shown nor revoked
+    if (target === upload && !target.preview) target.preview = URL.createObjectURL(blob);
+  } catch (error) {
+    target.why = `No preview: ${error.message}`;
+  }
 }
 
 /** A file from elsewhere (a PACS): it becomes the form's image, then is analysed as if chosen. */
@@ -89,7 +117,9 @@ async function run(attacked) {
   say($("#analyse-busy"), attacked ? `Attacking with ${$("#attack").value} at ε=${$("#epsilon").value}/255…` : "Analysing…");
   $("#analyse-run").disabled = true;
   try {
-    const answer = await (await request(path, { method: "POST", form: formFor(attacked) })).json();
+    const [response] = await Promise.all([
+      request(path, { method: "POST", form: formFor(attacked) }), renderPreview(upload)]);
+    const answer = await response.json();
     if (mine !== sequence) return;
     if (!attacked) clean = answer;
     render(answer, attacked);
@@ -136,10 +166,18 @@ function imageInfo(image) {
       ["Modality", image.dicom.modality ?? "—"], ["Body part", image.dicom.body_part_examined ?? "not recorded"]);
   }
   const list = h("dl", {}, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k }, v)]));
-  const note = image.format === "dicom"
-    ? h("p", { class: "hint" }, "Rendered as the service does: Modality LUT, VOI LUT or window, MONOCHROME1 inverted.")
-    : null;
-  return h("div", { class: "panel info" }, list, note);
+  return h("div", { class: "panel info" }, list, preview(image));
+}
+
+function preview(image) {
+  if (!upload.preview) return h("p", { class: "hint", id: "preview-missing" }, upload.why ?? "No preview.");
+  const caption = upload.local ? "As this browser decodes the file (the service's rendering needs the predict scope)."
+    : image.format === "dicom"
+      ? "As the service renders it: Modality LUT, VOI LUT or window, MONOCHROME1 inverted, first frame."
+      : "As the service decodes it.";
+  return h("figure", { class: "preview" },
+    h("img", { id: "preview", src: upload.preview, alt: `The ${image.format} image analysed` }),
+    h("figcaption", {}, caption));
 }
 
 function bars(prediction, kind) {

@@ -32,6 +32,9 @@ async function openSession() {
   $("#who").textContent = session.auth_required
     ? `token ${session.token_id} · scopes: ${session.scopes.join(", ") || "none"}`
     : "auth is off (development): every scope";
+  // the store's task defaults file is unreadable: the forms fall back to the configured ones
+  say($("#session-warning"), session.task_defaults_error
+    ? `Task defaults are incomplete: ${session.task_defaults_error}` : "");
   applyScopes(session.scopes);
   context.catalog = await models.loadCatalog();
   for (const page of Object.values(PAGES)) page.init(context);

@@ -22,7 +22,8 @@ function curves(report) {
 
 function masking(report) {
   const { flags = [], not_checked: notChecked = {} } = report.masking ?? {};
-  const items = flags.map((f) => h("li", { class: "flag" }, h("strong", {}, `⚠ ${f.check}`), ` (${f.model}, ε=${f.epsilon}): ${f.message}`));
+  const items = flags.map((f) => h("li", { class: "flag", "data-check": f.check, "data-model": f.model },
+    h("strong", {}, `⚠ ${f.check}`), ` (${f.model}, ε=${f.epsilon}): ${f.message}`));
   if (!items.length) items.push(h("li", {}, "No gradient-masking check fired."));
   for (const [check, why] of Object.entries(notChecked)) items.push(h("li", { class: "hint" }, `Not checked: ${check} (${why})`));
   return h("div", {}, h("h4", {}, "Gradient-masking checks"), h("ul", { class: "flags" }, items));
