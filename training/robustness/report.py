@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -24,6 +25,12 @@ from training.stats import mcnemar_exact_p, paired_difference_interval, wilson_i
 _Value = TypeVar("_Value")
 
 
+def _alike(results: Sequence[ShardResult], *fields: str) -> bool:
+    """Whether every result has the first one's values of ``fields``."""
+    key = operator.attrgetter(*fields)
+    return all(key(result) == key(results[0]) for result in results[1:])
+
+
 def join_models(parts: Sequence[ShardResult]) -> ShardResult:
     """One ShardResult holding every part's models, evaluated separately on the same images.
 
@@ -34,22 +41,8 @@ def join_models(parts: Sequence[ShardResult]) -> ShardResult:
     if not parts:
         raise ValueError("nothing to join")
     first = parts[0]
-    for part in parts[1:]:
-        same = (
-            part.spec,
-            part.class_names,
-            part.dataset_fingerprint,
-            part.sample_ids,
-            part.labels,
-        ) == (
-            first.spec,
-            first.class_names,
-            first.dataset_fingerprint,
-            first.sample_ids,
-            first.labels,
-        )
-        if not same:
-            raise ValueError("parts come from different evaluations (spec, images or data differ)")
+    if not _alike(parts, "spec", "class_names", "dataset_fingerprint", "sample_ids", "labels"):
+        raise ValueError("parts come from different evaluations (spec, images or data differ)")
     keys = [m.key for part in parts for m in part.models]
     if len(set(keys)) != len(keys):
         raise ValueError("parts overlap: some models appear twice")
@@ -69,15 +62,8 @@ def merge_shards(shards: Sequence[ShardResult]) -> ShardResult:
     if not shards:
         raise ValueError("nothing to merge")
     first = shards[0]
-    for shard in shards[1:]:
-        same = (shard.spec, shard.models, shard.class_names, shard.dataset_fingerprint) == (
-            first.spec,
-            first.models,
-            first.class_names,
-            first.dataset_fingerprint,
-        )
-        if not same:
-            raise ValueError("shards come from different evaluations (spec, models or data differ)")
+    if not _alike(shards, "spec", "models", "class_names", "dataset_fingerprint"):
+        raise ValueError("shards come from different evaluations (spec, models or data differ)")
     ids = np.concatenate([np.asarray(s.sample_ids, dtype=np.int64) for s in shards])
     if len(np.unique(ids)) != len(ids):
         raise ValueError("shards overlap: some sample ids appear twice")
