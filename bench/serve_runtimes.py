@@ -1,6 +1,10 @@
 """Serving runtimes vs Keras fp32: batch-1 latency, batch-16 throughput, top-1 agreement.
 
-For each architecture and input size, a ResNet-50 (``weights=None``: speed does not depend on the
+With ``--store DIR --models A,B``: trained models of a model store (e.g. HAM10000 models trained
+at 224 px by ``medrobust train``), each at its own input size; int8's ranges and bf16's guard come
+from the model's own training split, as serving derives them, and agreement is measured on real
+HAM10000 test images. Without: for each architecture and input size, a ResNet-50
+(``weights=None``: speed does not depend on the
 weights) is stored in a temporary model store and loaded back as the API loads it; each runtime of
 ``training.runtimes`` is derived from that stored model (the OpenVINO IR converted and cached next
 to it; ``openvino-int8`` quantised on real HAM10000 *training* images, as serving quantises on the
@@ -9,7 +13,8 @@ images, prepared as serving prepares them; the logits bias is first centred on t
 untrained network
 spreads its predictions over the classes instead of answering one class for every image (which
 would make agreement trivially 100 %). The smallest top-1/top-2 probability gap is printed, since
-agreement means little when the model is certain of everything.
+agreement means little when the model is certain of everything. For ``openvino-bf16`` the share
+of images its margin guard recomputed in f32 during the agreement pass is printed too.
 
 Timing is interleaved: every round times every runtime in turn (batch-1 latency: the median of
 ``--calls`` single-image calls; batch-16: images/s over ``--calls`` full batches), so load from
@@ -20,6 +25,8 @@ judged on a quiet machine.
 
     .venv/bin/python bench/serve_runtimes.py                     # 224 and 64 px, both models
     .venv/bin/python bench/serve_runtimes.py --sizes 64 --rounds 2 --calls 3 --images 64
+    .venv/bin/python bench/serve_runtimes.py --store var/serve224/models \
+        --models ham224-baseline,ham224-attention
 """
 
 from __future__ import annotations
@@ -45,13 +52,15 @@ from training.runtimes import (
     KERAS,
     KERAS_BF16,
     OPENVINO,
+    OPENVINO_BF16,
     OPENVINO_INT8,
     Calibration,
     keras_fp32,
     runtime_dir,
 )
 from training.runtimes.bf16 import keras_bf16
-from training.runtimes.calibration import QUANTISATION_LIMIT
+from training.runtimes.calibration import QUANTISATION_LIMIT, training_calibration
+from training.runtimes.openvino_bf16 import GuardedBf16Forward, guarded_bf16
 from training.runtimes.openvino_int8 import ensure_int8_ir
 from training.runtimes.openvino_ir import ensure_ir, openvino_forward
 from training.runtimes.parity import check_parity
@@ -110,6 +119,17 @@ def runtimes_for(
                 f"  openvino-int8 IR quantised on {len(quantisation.pixels)} "
                 f"{quantisation.source} images in {time.perf_counter() - started:.1f} s"
             )
+        elif name == OPENVINO_BF16:
+            fp32 = runtime_dir(model_dir, OPENVINO)
+            forwards[name], record = guarded_bf16(
+                loaded.model, weights, fp32, directory, quantisation
+            )
+            assert record.guard is not None
+            print(
+                f"  openvino-bf16 guard {record.guard.guard:.3g} (max |Δp| "
+                f"{record.guard.max_abs_probability_diff:.3g} on {record.guard.images} "
+                f"{record.guard.source} images) in {time.perf_counter() - started:.1f} s"
+            )
         elif name == KERAS_BF16:
             forwards[name] = keras_bf16(loaded.model)
         else:
@@ -135,16 +155,14 @@ def throughput(forward: Forward, batch: np.ndarray, calls: int) -> float:
 
 def bench_case(
     args: argparse.Namespace,
-    architecture: str,
-    size: int,
-    images: list[np.ndarray],
-    train_images: list[np.ndarray],
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    quantisation: Calibration,
     root: Path,
 ) -> list[dict[str, object]]:
-    preprocess = PreprocessConfig(input_size=size)
-    pixels = prepare_batch(images, preprocess)
-    loaded = stored_model(ModelStore(root), architecture, size, pixels)
-    quantisation = Calibration.of_images(train_images, preprocess, "HAM10000 train")
+    """Every runtime of ``loaded`` (stored under ``root``) timed and compared on ``pixels``."""
+    architecture = loaded.manifest.architecture.architecture
+    size = loaded.manifest.preprocess.input_size
     forwards = runtimes_for(loaded, root, args.runtimes, quantisation)
     batch = np.resize(pixels, (args.batch, *pixels.shape[1:]))
     for forward in forwards.values():  # warm up: graph tracing, IR compilation, both shapes
@@ -168,9 +186,13 @@ def bench_case(
 
     rows = []
     for name, forward in forwards.items():
+        if isinstance(forward, GuardedBf16Forward):
+            forward.images = forward.recomputed = 0
         parity = check_parity(name, forwards[KERAS], forward, pixels, "HAM10000 test")
+        recomputed = forward.recomputed / forward.images if name == OPENVINO_BF16 else None
         rows.append(
             {
+                "model": loaded.manifest.ref,
                 "architecture": architecture,
                 "size": size,
                 "runtime": name,
@@ -185,6 +207,7 @@ def bench_case(
                 "top1_agreement": parity.top1_agreement,
                 "max_abs_probability_diff": parity.max_abs_probability_diff,
                 "images": parity.images,
+                "recomputed_in_f32": recomputed,
             }
         )
     return rows
@@ -199,7 +222,7 @@ def main() -> None:
     parser.add_argument(
         "--runtimes",
         type=lambda s: s.split(","),
-        default=[KERAS_BF16, OPENVINO, OPENVINO_INT8],
+        default=[KERAS_BF16, OPENVINO, OPENVINO_BF16, OPENVINO_INT8],
     )
     parser.add_argument("--images", type=int, default=256, help="real images for agreement")
     parser.add_argument(
@@ -212,21 +235,37 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=5, help="calls per runtime per round")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--store", type=Path, help="a model store holding trained models")
+    parser.add_argument("--models", type=lambda s: s.split(","), help="their refs (with --store)")
     args = parser.parse_args()
 
     print(f"load average at start: {os.getloadavg()}; {os.cpu_count()} CPUs")
     images = ham_images("test", args.images)
-    train_images = ham_images("train", args.train_images)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="serve-runtimes-") as tmp:
-        for size in args.sizes:
-            for architecture in args.architectures:
-                print(f"{architecture} @ {size} px")
-                rows += bench_case(args, architecture, size, images, train_images, Path(tmp))
+    if args.store:
+        store = ModelStore(args.store)
+        for ref in args.models:
+            loaded = store.load(*ref.split(":", 1))
+            print(f"{loaded.manifest.ref} @ {loaded.manifest.preprocess.input_size} px (trained)")
+            pixels = prepare_batch(images, loaded.manifest.preprocess)
+            quantisation = training_calibration(loaded.manifest, args.train_images)
+            rows += bench_case(args, loaded, pixels, quantisation, args.store)
+    else:
+        train_images = ham_images("train", args.train_images)
+        with tempfile.TemporaryDirectory(prefix="serve-runtimes-") as tmp:
+            for size in args.sizes:
+                for architecture in args.architectures:
+                    print(f"{architecture} @ {size} px")
+                    preprocess = PreprocessConfig(input_size=size)
+                    pixels = prepare_batch(images, preprocess)
+                    loaded = stored_model(ModelStore(tmp), architecture, size, pixels)
+                    quantisation = Calibration.of_images(train_images, preprocess, "HAM10000 train")
+                    rows += bench_case(args, loaded, pixels, quantisation, Path(tmp))
     print(f"load average at end: {os.getloadavg()}")
     header = (
         f"{'arch':<10}{'px':>5} {'runtime':<14}{'b1 ms':>9}{'×keras':>8}"
         f"{'b' + str(args.batch) + ' img/s':>11}{'×keras':>8}{'top-1':>8}{'max|Δp|':>10}"
+        f"{'f32 share':>10}"
     )
     print(header)
     for row in rows:
@@ -235,6 +274,7 @@ def main() -> None:
             f"{row['batch1_latency_ms']:>9.1f}{row['latency_vs_keras']:>8.2f}"
             f"{row[f'batch{args.batch}_images_per_s']:>11.1f}{row['throughput_vs_keras']:>8.2f}"
             f"{row['top1_agreement']:>8.3f}{row['max_abs_probability_diff']:>10.2g}"
+            + (f"{row['recomputed_in_f32']:>10.3f}" if row["recomputed_in_f32"] is not None else "")
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -19,6 +19,8 @@ from training.settings import CoreSettings
 Scope = str  # "predict" | "explain" | "jobs" | "admin"
 AETitle = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
 ALL_SCOPES = ("predict", "explain", "jobs", "admin")
+#: the runtimes of ``training.runtimes.RUNTIMES``, spelt out so the settings validate them
+ServeRuntime = Literal["keras", "keras-bf16", "openvino", "openvino-bf16", "openvino-int8"]
 
 
 class Settings(CoreSettings):
@@ -56,12 +58,13 @@ class Settings(CoreSettings):
     # openvino: the fastest runtime that passed the parity gate in bench/serve_runtimes.py (224
     # and 64 px, batch 1 and 16; docs/results/benchmarks-cpu.md); keras-bf16 and openvino-int8
     # failed the gate there and are opt-in
-    serve_runtime: Literal["keras", "keras-bf16", "openvino", "openvino-int8"] = Field(
+    serve_runtime: ServeRuntime = Field(
         "openvino",
         description="forward pass of /predict and of the PACS analysis: keras (fp32), keras-bf16, "
-        "openvino (fp32) or openvino-int8 (quantised on the model's training images); a runtime "
-        "that fails its parity gate against keras fp32, or a model without a readable validation "
-        "split to gate it on, is served by keras",
+        "openvino (fp32), openvino-bf16 (CPUs with bf16 units; images the model is nearly "
+        "undecided about recomputed in f32) or openvino-int8 (quantised on the model's training "
+        "images); a runtime that fails its parity gate against keras fp32, or a model without a "
+        "readable validation split to gate it on, is served by keras",
     )
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1)
     # 4096 × 4096: the models take 32-1024 px inputs, so this is resolution to spare for a

@@ -1,5 +1,5 @@
-"""Serving runtimes for the forward (probabilities) path: Keras fp32, Keras bf16, OpenVINO fp32
-and OpenVINO int8.
+"""Serving runtimes for the forward (probabilities) path: Keras fp32, Keras bf16, OpenVINO fp32,
+OpenVINO bf16 (with a margin guard) and OpenVINO int8.
 
 :func:`serving_forward` picks the forward pass that serves a stored model behind a parity gate
 against Keras fp32 (:mod:`training.runtimes.parity`), falling back to Keras when a runtime cannot
@@ -19,6 +19,7 @@ from training.runtimes.forward import (
     KERAS,
     KERAS_BF16,
     OPENVINO,
+    OPENVINO_BF16,
     OPENVINO_INT8,
     RUNTIMES,
     Forward,
@@ -35,6 +36,7 @@ __all__ = [
     "KERAS_BF16",
     "MIN_TOP1_AGREEMENT",
     "OPENVINO",
+    "OPENVINO_BF16",
     "OPENVINO_INT8",
     "RUNTIMES",
     "RUNTIMES_DIR",

@@ -3,7 +3,8 @@
 Each runtime other than ``keras`` gets ``<model dir>/runtimes/<runtime>/`` beside the stored
 model (``<store>/<name>/<version>/``). Its ``artefact.json`` says which stored weights it derives
 from, the artefact's own sha256 (None when the runtime has no file of its own, as ``keras-bf16``),
-the library versions, for an int8 artefact the images it was quantised on, and the last parity
+the library versions, for an int8 artefact the images it was quantised on, for a bf16 runtime
+the margin guard measured on the model's training images, and the last parity
 gate run for it, so an operator can read why a runtime serves or does not serve a model without
 starting the service.
 """
@@ -31,6 +32,16 @@ class QuantisationRecord(BaseModel):
     preset: str = Field(description="the quantiser's preset, e.g. 'performance'")
 
 
+class GuardRecord(BaseModel):
+    """How a bf16 runtime's margin guard was set (:mod:`training.runtimes.openvino_bf16`)."""
+
+    source: str = Field(description="e.g. 'training split'")
+    images: int
+    pixels_sha256: str = Field(description="sha256 of the prepared images it was measured on")
+    max_abs_probability_diff: float = Field(description="largest bf16 vs f32 |Δp| on them")
+    guard: float = Field(description="top-1/top-2 gaps at or below this are recomputed in f32")
+
+
 class ArtefactRecord(BaseModel):
     """``artefact.json``: what a derived artefact was made from and how it fared at the gate."""
 
@@ -40,6 +51,7 @@ class ArtefactRecord(BaseModel):
     created_at: str
     versions: dict[str, str]
     quantisation: QuantisationRecord | None = None
+    guard: GuardRecord | None = None
     parity: ParityReport | None = None
 
 

@@ -21,8 +21,9 @@ KERAS = "keras"
 KERAS_BF16 = "keras-bf16"
 OPENVINO = "openvino"
 OPENVINO_INT8 = "openvino-int8"
+OPENVINO_BF16 = "openvino-bf16"
 #: every runtime a deployment may name (``MEDROBUST_SERVE_RUNTIME``)
-RUNTIMES: tuple[str, ...] = (KERAS, KERAS_BF16, OPENVINO, OPENVINO_INT8)
+RUNTIMES: tuple[str, ...] = (KERAS, KERAS_BF16, OPENVINO, OPENVINO_BF16, OPENVINO_INT8)
 
 
 class Forward(Protocol):

@@ -155,6 +155,11 @@ class OpenVinoForward:
         self._output = self._compiled.output(0)
         self._local = threading.local()
 
+    @property
+    def precision(self) -> str:
+        """The precision the plugin compiled the IR's arithmetic in: ``f32``, ``bf16`` …"""
+        return str(self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         request = getattr(self._local, "request", None)
         if request is None:
