@@ -1,11 +1,11 @@
 """Serving runtimes vs Keras fp32: batch-1 latency, batch-16 throughput, top-1 agreement.
 
-With ``--store DIR --models A,B``: trained models of a model store (e.g. HAM10000 models trained
-at 224 px by ``medrobust train``), each at its own input size; int8's ranges and bf16's guard come
-from the model's own training split, as serving derives them, and agreement is measured on real
-HAM10000 test images. Without: for each architecture and input size, a ResNet-50
-(``weights=None``: speed does not depend on the
-weights) is stored in a temporary model store and loaded back as the API loads it; each runtime of
+With ``--store DIR --models A,B``: trained models of a model store (e.g. a HAM10000 model trained
+at 224 px by ``medrobust train``, or the reproduce study's models), each at its own input size;
+int8's ranges and bf16's guard come from the model's own training split, as serving derives them,
+and agreement is measured on up to ``--images`` of its own test split. Without: for each
+architecture and input size, a ResNet-50 (``weights=None``: speed does not depend on the weights)
+is stored in a temporary model store and loaded back as the API loads it; each runtime of
 ``training.runtimes`` is derived from that stored model (the OpenVINO IR converted and cached next
 to it; ``openvino-int8`` quantised on real HAM10000 *training* images, as serving quantises on the
 model's own training split). Top-1 agreement with Keras fp32 is measured on real HAM10000 test
@@ -59,7 +59,11 @@ from training.runtimes import (
     runtime_dir,
 )
 from training.runtimes.bf16 import keras_bf16
-from training.runtimes.calibration import QUANTISATION_LIMIT, training_calibration
+from training.runtimes.calibration import (
+    QUANTISATION_LIMIT,
+    split_calibration,
+    training_calibration,
+)
 from training.runtimes.openvino_bf16 import GuardedBf16Forward, guarded_bf16
 from training.runtimes.openvino_int8 import ensure_int8_ir
 from training.runtimes.openvino_ir import ensure_ir, openvino_forward
@@ -188,7 +192,7 @@ def bench_case(
     for name, forward in forwards.items():
         if isinstance(forward, GuardedBf16Forward):
             forward.images = forward.recomputed = 0
-        parity = check_parity(name, forwards[KERAS], forward, pixels, "HAM10000 test")
+        parity = check_parity(name, forwards[KERAS], forward, pixels, "test")
         recomputed = forward.recomputed / forward.images if name == OPENVINO_BF16 else None
         rows.append(
             {
@@ -240,17 +244,17 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"load average at start: {os.getloadavg()}; {os.cpu_count()} CPUs")
-    images = ham_images("test", args.images)
     rows = []
     if args.store:
         store = ModelStore(args.store)
         for ref in args.models:
             loaded = store.load(*ref.split(":", 1))
             print(f"{loaded.manifest.ref} @ {loaded.manifest.preprocess.input_size} px (trained)")
-            pixels = prepare_batch(images, loaded.manifest.preprocess)
+            pixels = split_calibration(loaded.manifest, "test", args.images).pixels
             quantisation = training_calibration(loaded.manifest, args.train_images)
             rows += bench_case(args, loaded, pixels, quantisation, args.store)
     else:
+        images = ham_images("test", args.images)
         train_images = ham_images("train", args.train_images)
         with tempfile.TemporaryDirectory(prefix="serve-runtimes-") as tmp:
             for size in args.sizes:

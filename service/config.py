@@ -55,11 +55,11 @@ class Settings(CoreSettings):
     )
     max_batch_size: int = Field(16, ge=1, description="dynamic micro-batching: largest batch")
     max_batch_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
-    # openvino: the fastest runtime that passed the parity gate in bench/serve_runtimes.py (224
-    # and 64 px, batch 1 and 16; docs/results/benchmarks-cpu.md); keras-bf16 and openvino-int8
-    # failed the gate there and are opt-in
+    # openvino-bf16: the fastest runtime that passed the parity gate in bench/serve_runtimes.py
+    # (trained models at 224 and 48 px; docs/results/benchmarks-cpu.md), openvino (f32) where the
+    # CPU has no bf16 units; keras-bf16 and openvino-int8 failed the gate there and are opt-in
     serve_runtime: ServeRuntime = Field(
-        "openvino",
+        "openvino-bf16",
         description="forward pass of /predict and of the PACS analysis: keras (fp32), keras-bf16, "
         "openvino (fp32), openvino-bf16 (CPUs with bf16 units; images the model is nearly "
         "undecided about recomputed in f32) or openvino-int8 (quantised on the model's training "

@@ -58,10 +58,17 @@ class ModelPrediction(Prediction):
     ref: str = Field(description="the ref as requested, e.g. 'derm:production'")
     architecture: str
     runtime: str = Field(
-        KERAS, description="what computed the probabilities: keras, keras-bf16 or openvino"
+        KERAS,
+        description="what computed the probabilities: keras, keras-bf16, openvino, openvino-bf16 "
+        "or openvino-int8",
     )
     runtime_artefact_sha256: str | None = Field(
         None, description="sha256 of the runtime's converted artefact (e.g. the OpenVINO IR)"
+    )
+    runtime_requested: str | None = Field(
+        None,
+        description="the configured runtime, only when another one answered (its gate failed, "
+        "or it cannot run here; the server's log says why)",
     )
     robustness: RobustnessBlock | None = Field(
         None, description="with robustness=flip|certify|all: how far this prediction holds"
@@ -84,4 +91,7 @@ class ModelPrediction(Prediction):
             robustness=robustness,
             runtime=forward.runtime if forward else KERAS,
             runtime_artefact_sha256=forward.artefact_sha256 if forward else None,
+            runtime_requested=(
+                forward.requested if forward and forward.requested != forward.runtime else None
+            ),
         )

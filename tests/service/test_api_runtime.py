@@ -24,7 +24,8 @@ from tests.support.scratch import scratch_dir
 from training.data import load_ham10000
 from training.predict import predict_images
 from training.preprocess import read_image
-from training.runtimes import OPENVINO, read_record, runtime_dir
+from training.runtimes import OPENVINO, OPENVINO_BF16, read_record, runtime_dir
+from training.runtimes.openvino_bf16 import bf16_units
 from training.store import ModelStore
 
 if TYPE_CHECKING:  # imports Keras: the tiny_ham fixture pays for it only where it is used
@@ -87,16 +88,29 @@ def test_predict_answers_name_the_runtime(store_root, ham_jpeg, data_dir, tmp_pa
     assert (fallback["runtime"], fallback["runtime_artefact_sha256"]) == ("keras", None)
 
 
-def test_the_default_runtime_is_openvino_and_a_model_it_cannot_gate_is_served_by_keras(
-    store_root, ham_jpeg, tmp_path
+def test_the_default_runtime_is_openvino_bf16_and_a_model_it_cannot_gate_is_served_by_keras(
+    store_root, ham_jpeg, data_dir, tmp_path, monkeypatch
 ):
-    """The default is the fastest runtime that passed the gate in bench/serve_runtimes.py; a
-    model with no training spec has no validation split to gate on, so Keras serves it."""
+    """The default is the fastest runtime that passed the gate in bench/serve_runtimes.py: bf16
+    behind its guard where the CPU has bf16 units, the f32 IR where it has not; a model with no
+    training spec has no validation split to gate on, so Keras serves it."""
+    monkeypatch.setenv("MEDROBUST_DATA_DIR", str(data_dir))
     settings = Settings(store_dir=store_root, state_dir=tmp_path, preload_models=["ham-nospec"])
-    assert settings.serve_runtime == "openvino"
+    assert settings.serve_runtime == OPENVINO_BF16
     with TestClient(create_app(settings)) as client:
-        (prediction,) = _predict(client, ham_jpeg, ["ham-nospec"])
-    assert (prediction["runtime"], prediction["runtime_artefact_sha256"]) == ("keras", None)
+        served, fallback = _predict(client, ham_jpeg, ["ham", "ham-nospec"])
+    assert (fallback["runtime"], fallback["runtime_artefact_sha256"]) == ("keras", None)
+    assert fallback["runtime_requested"] == OPENVINO_BF16
+
+    loaded = ModelStore(store_root).load("ham")
+    bf16 = read_record(runtime_dir(model_dir(store_root, loaded), OPENVINO_BF16))
+    if bf16_units():
+        assert bf16 is not None and bf16.parity is not None and bf16.guard is not None
+        assert served["runtime"] == (OPENVINO_BF16 if bf16.parity.passed else OPENVINO)
+    else:
+        assert (served["runtime"], served["runtime_requested"]) == (OPENVINO, OPENVINO_BF16)
+    (expected,) = predict_images(loaded, [read_image(ham_jpeg)])
+    assert served["top_class"] == expected.top_class
 
 
 def test_an_unknown_runtime_is_a_settings_error(tmp_path):
