@@ -106,8 +106,18 @@ def test_a_changed_recipe_is_not_silently_reused(data_dir: Path, tmp_path: Path)
     config_file.write_text(yaml.safe_dump(study))
     folders = StudyFolders(work=tmp_path / "work", out=tmp_path / "results")
     run_study(load_study(config_file), folders, config_file.read_text(), log=lambda _: None)
-    assert (folders.results("retinamnist", 0) / "heatmaps.png").is_file()
-    assert not (folders.results("retinamnist", 0) / "localization.json").exists()
+    out = folders.results("retinamnist", 0)
+    assert (out / "heatmaps.png").is_file()
+    assert not (out / "localization.json").exists()
+    (model,) = json.loads((out / "models.json").read_text())
+    assert json.loads((out / "heatmaps.models.json").read_text()) == [model["weights_sha256"]]
+
+    # a panel published by other weights (an earlier run, another machine) is made again
+    (out / "heatmaps.models.json").write_text(json.dumps(["0" * 64]))
+    redo: list[str] = []
+    run_study(load_study(config_file), folders, config_file.read_text(), log=redo.append)
+    assert "[retinamnist s0] heatmaps: baseline" in redo and not any("already" in m for m in redo)
+    assert json.loads((out / "heatmaps.models.json").read_text()) == [model["weights_sha256"]]
     study["train"] = {**study["train"], "learning_rate": 0.01}
     config_file.write_text(yaml.safe_dump(study))
     with pytest.raises(RuntimeError, match="different spec"):

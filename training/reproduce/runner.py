@@ -98,6 +98,7 @@ def run_study(
             ]
             report = ensure_evaluated(config, task, seed, manifests, folders, log)
             publish_task(config, task, seed, manifests, report, folders, log)
+            _write_summary(config, folders, log)  # a study stopped later keeps this headline
     return _write_summary(config, folders, log)
 
 
@@ -215,7 +216,12 @@ def explain_task(
     plan = config.evaluation
     cached = out / "localization.json"
     panel = out / "heatmaps.png"
-    if panel.is_file() and (cached.is_file() or task.lesion_masks is None):
+    # the weights the panel was made from: a folder published by other models (an earlier run,
+    # another machine) is redone, not reused because its files exist
+    stamp = out / "heatmaps.models.json"
+    made_from = [m.weights_sha256 for m in manifests]
+    current = stamp.is_file() and json.loads(stamp.read_text()) == made_from
+    if current and panel.is_file() and (cached.is_file() or task.lesion_masks is None):
         log(f"[{task.name} s{seed}] heatmaps: already written")
         if cached.is_file():
             return LocalizationReport.model_validate_json(cached.read_text())
@@ -250,11 +256,12 @@ def explain_task(
         ][rows]
     titles = [f"{data.class_names[labels[r]]} #{indices[r]}" for r in rows]
     panel.write_bytes(heatmap_panel(pixels[rows], columns, titles))
-    if task.lesion_masks is None:
-        return None
-    masks = load_lesion_masks(resolve_path(task.lesion_masks), subset.file_paths())
-    report = localization_report(cam, models, maps, conditions, masks)
-    cached.write_text(report.model_dump_json(indent=1))
+    report = None
+    if task.lesion_masks is not None:
+        masks = load_lesion_masks(resolve_path(task.lesion_masks), subset.file_paths())
+        report = localization_report(cam, models, maps, conditions, masks)
+        cached.write_text(report.model_dump_json(indent=1))
+    stamp.write_text(json.dumps(made_from, indent=1))
     return report
 
 
