@@ -91,6 +91,7 @@ def run_study(
     (folders.out / "config.yaml").write_text(config_text)
     if overrides:
         (folders.out / "overrides.json").write_text(json.dumps(overrides, indent=1))
+    published: list[TaskResult] = []  # the config has at least one task and one seed
     for task in selected:
         for seed in config.seeds:
             manifests = [
@@ -98,8 +99,9 @@ def run_study(
             ]
             report = ensure_evaluated(config, task, seed, manifests, folders, log)
             publish_task(config, task, seed, manifests, report, folders, log)
-            _write_summary(config, folders, log)  # a study stopped later keeps this headline
-    return _write_summary(config, folders, log)
+            # after every task, not once at the end: a study stopped later keeps this headline
+            published = _write_summary(config, folders, log)
+    return published
 
 
 def ensure_trained(
