@@ -134,7 +134,7 @@ def guarded_bf16(
     bf16 = OpenVinoForward(fp32_directory / XML_FILE, BF16_CONFIG)
     if bf16.precision != "bf16":
         raise Bf16Unavailable(f"OpenVINO compiled the bf16 hint as {bf16.precision} on this CPU")
-    fp32 = OpenVinoForward(fp32_directory / XML_FILE)
+    fp32 = OpenVinoForward(fp32_directory / XML_FILE, split_batches=False)
     versions = converter_versions()
     record = _recorded(directory, ir, versions, images)
     if record is None:

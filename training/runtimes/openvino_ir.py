@@ -12,12 +12,25 @@ and Keras are the versions that made it; otherwise it is made again. A new IR is
 staging directory and renamed into place, so two processes that convert at once never read half
 an artefact.
 
-Inference runs in float32 (``INFERENCE_PRECISION_HINT``) with the latency hint: the micro-batcher
-sends one batch at a time, and each should use every core. Its threads are not pinned to cores
-(``ENABLE_CPU_PINNING``): a server shares its cores with the event loop, decode threads, a worker
-or other services, and a pinned thread waits for its own core while another sits idle. On the
-2-core development machine with another job running, pinning made the attention ResNet-50's
-batch-16 throughput swing between 79 and 197 img/s against 189-324 without it (Keras: ~220).
+Inference runs in float32 (``INFERENCE_PRECISION_HINT``), compiled twice. A batch of one goes to
+a latency-hint compilation (one stream, every core on that one image). A larger batch is split
+across the streams of a throughput-hint compilation (OpenVINO picks the streams: one per core on
+a 2-core machine), which run at once, one core each. Why both: a server shares its cores with
+the event loop that parses requests and writes answers. A single multi-threaded stream stalls
+whenever one of its threads loses its core (the others wait for it at every layer), while a
+single-threaded stream only slows down by the time it lost. On the 2-core development machine (AMD
+Zen 3) with a Python thread busy 30 % of the time, the attention ResNet-50's batch-16 throughput
+at 64 px dropped from 165-196 to 141 img/s in one stream, and from 188-226 to 175 img/s with
+two. A lone image keeps its latency: in one single-threaded stream it took 13.1 ms vs 10.7 ms.
+On quiet cores the split barely matters (AMD Zen 4, bf16, batch 16: 633 vs 657 img/s at 64 px,
+57 vs 56 at 224 px), but behind the HTTP server it does: ``bench/http_predict.py`` at 64 px went
+from 0.63-0.66 of raw throughput to 0.69 (347-333 to 418-460 img/s, fuller batches), interleaved.
+The second compilation costs memory (about 200 MB more for a ResNet-50).
+
+Threads are not pinned to cores (``ENABLE_CPU_PINNING``), for the same reason: a pinned thread
+waits for its own core while another sits idle. On the 2-core machine with another job running,
+pinning made the attention ResNet-50's batch-16 throughput swing between 79 and 197 img/s against
+189-324 without it (Keras: ~220).
 """
 
 from __future__ import annotations
@@ -45,11 +58,7 @@ from training.runtimes.forward import OPENVINO, Forward
 
 XML_FILE = "model.xml"
 BIN_FILE = "model.bin"
-COMPILE_CONFIG = {
-    "INFERENCE_PRECISION_HINT": "f32",
-    "PERFORMANCE_HINT": "LATENCY",
-    "ENABLE_CPU_PINNING": False,
-}
+COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
 
 
 def artefact_sha256(directory: Path) -> str:
@@ -144,28 +153,55 @@ def ensure_ir(model: keras.Model, weights_sha256: str, directory: Path) -> Artef
 
 
 class OpenVinoForward:
-    """A compiled IR's forward pass; one infer request per calling thread."""
+    """A compiled IR's forward pass: one image on all cores, a batch split across streams.
 
-    def __init__(self, xml_path: Path, config: dict[str, Any] | None = None) -> None:
+    Each calling thread gets its own infer requests. ``split_batches=False`` compiles the latency
+    form only, for a forward that only ever sees a few images (the bf16 runtime's fp32 recompute).
+    """
+
+    def __init__(
+        self, xml_path: Path, config: dict[str, Any] | None = None, split_batches: bool = True
+    ) -> None:
         import openvino
 
-        self._compiled = openvino.Core().compile_model(
-            str(xml_path), "CPU", config or COMPILE_CONFIG
+        core = openvino.Core()
+        config = config or COMPILE_CONFIG
+        self._latency = core.compile_model(
+            str(xml_path), "CPU", {**config, "PERFORMANCE_HINT": "LATENCY"}
         )
-        self._output = self._compiled.output(0)
+        self._streams = (
+            core.compile_model(str(xml_path), "CPU", {**config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            if split_batches
+            else None
+        )
+        self.stream_count = int(self._streams.get_property("NUM_STREAMS")) if self._streams else 1
         self._local = threading.local()
 
     @property
     def precision(self) -> str:
         """The precision the plugin compiled the IR's arithmetic in: ``f32``, ``bf16`` …"""
-        return str(self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        return str(self._latency.get_property("INFERENCE_PRECISION_HINT").get_type_name())
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
-        result = request.infer({0: np.ascontiguousarray(pixels, dtype=np.float32)})
-        return softmax(result[self._output])  # softmax copies out of the request's buffer
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        if self._streams is None or self.stream_count < 2 or len(pixels) < 2:
+            request = getattr(self._local, "latency", None)
+            if request is None:
+                request = self._local.latency = self._latency.create_infer_request()
+            return softmax(request.infer({0: pixels})[0])  # softmax copies out of the buffer
+        requests = getattr(self._local, "streams", None)
+        if requests is None:
+            streams = self._streams
+            requests = [streams.create_infer_request() for _ in range(self.stream_count)]
+            self._local.streams = requests
+        parts = np.array_split(pixels, min(len(requests), len(pixels)))
+        for request, part in zip(requests, parts, strict=False):
+            request.start_async({0: part})
+        logits = []
+        for request, _ in zip(requests, parts, strict=False):
+            request.wait()
+            logits.append(request.get_output_tensor(0).data)  # concatenate copies
+        return softmax(np.concatenate(logits))
 
 
 def openvino_forward(directory: Path) -> Forward:
