@@ -23,7 +23,8 @@ with the server, costs as little as possible.
 ``--compare-ref REF`` also serves the same model from another version of the code (a git ref,
 e.g. the commit before a feature) on a second server, and adds its HTTP throughput to the same
 interleaved rounds: ``current_vs_ref_ratio`` > ~1 means this version's plain ``/predict`` is not
-slower. Each server's store is built by its own version of ``build_store`` (same seed).
+slower. Each server's store is built by its own version of ``build_store`` (same seed); with a
+runtime other than ``keras`` that needs a ref whose ``build_store`` takes ``with_spec``.
 
 Prints one JSON object; ``throughput_ratio`` = HTTP images/s ÷ raw images/s (goal >= 0.9),
 ``latency_ratio`` = raw batch-1 latency ÷ HTTP single-request latency (1.0 = no overhead).
@@ -100,13 +101,15 @@ def build_store_from(source: Path, root: Path, args: argparse.Namespace) -> str:
         "spec = importlib.util.spec_from_file_location('bench_http', sys.argv[1])\n"
         "module = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
+        "spec_args = [True] if sys.argv[6:] == ['with-spec'] else []\n"
         "print(module.build_store(pathlib.Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]),"
-        " int(sys.argv[5])))\n"
+        " int(sys.argv[5]), *spec_args))\n"
     )
     arguments = [source / "bench" / "http_predict.py", root, args.architecture, args.size]
+    arguments += [args.classes] + (["with-spec"] if args.runtime != "keras" else [])
     env = {**os.environ, "PYTHONPATH": str(source), "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [sys.executable, "-c", script, *map(str, arguments), str(args.classes)],
+        [sys.executable, "-c", script, *map(str, arguments)],
         cwd=source,
         env=env,
         capture_output=True,
@@ -327,8 +330,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.compare_ref and args.url:
         parser.error("--compare-ref starts both servers itself: leave out --url")
-    if args.compare_ref and args.runtime != "keras":
-        parser.error("--compare-ref compares keras only (an older build_store stores no spec)")
 
     from training.model_ref import ModelRef
     from training.runtimes import serving_forward
