@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,25 +79,50 @@ def test_study_runs_publishes_and_resumes(data_dir: Path, tmp_path: Path) -> Non
     ]
     assert (folders.out / "config.yaml").read_text() == config_file.read_text()
 
-    # Run again: every model and evaluation is reused, nothing is retrained.
+    # Each variant is recorded beside the results: its manifest, outcomes and heatmaps.
+    records = sorted((out / "variants").iterdir())
+    assert [r.name for r in records] == [
+        "attention-datta.json",
+        "attention-paper.json",
+        "baseline.json",
+    ]
+
+    # Run again: every record is reused; nothing is trained, attacked or explained.
     again: list[str] = []
     run_study(config, folders, config_file.read_text(), log=again.append)
-    assert not any("training" in m for m in again)
-    assert sum("reused" in m for m in again) == 3 + 3
-    assert len(folders.store.names()) == 3
-
-    # Each model's outcomes are kept on their own: losing one re-attacks that model only, and
-    # the published report comes out the same.
+    assert not any(word in m for m in again for word in ("training", "attacking", "heatmaps of"))
+    assert sum("record of" in m and "reused" in m for m in again) == 3
     published = json.loads((out / "robustness.json").read_text())
+    panel = (out / "heatmaps.png").read_bytes()
+
+    # A lost record is made again from what the work folder holds: that model is not retrained,
+    # and with its cached outcomes lost too, it alone is attacked again; the report is the same.
     lost = folders.store.manifest(folders.store.names()[1])
+    lost_variant = json.loads((out / "models.json").read_text())
+    (variant,) = [m["variant"] for m in lost_variant if m["ref"] == lost.ref]
+    folders.record("ham10000", 0, variant).unlink()
     folders.outcomes("ham10000", 0, lost.name).unlink()
     third: list[str] = []
     run_study(config, folders, config_file.read_text(), log=third.append)
-    assert [m for m in third if "attacking" in m] == [
-        f"[ham10000 s0] evaluation of {lost.ref}: attacking"
+    assert not any("training" in m for m in third)
+    assert [m for m in third if "attacking" in m or "heatmaps of" in m] == [
+        f"[ham10000 s0] evaluation of {lost.ref}: attacking",
+        f"[ham10000 s0] heatmaps of {lost.ref}",
     ]
-    again_published = json.loads((out / "robustness.json").read_text())
-    assert again_published["results"] == published["results"]
+    assert json.loads((out / "robustness.json").read_text())["results"] == published["results"]
+
+    # Another session on a fresh machine: the work folder (weights, checkpoints, cached
+    # outcomes) is gone, the committed results folder is all there is. Nothing is redone and
+    # the published files come out the same, panel and lesion scores included.
+    scores = (out / "localization.json").read_text()
+    shutil.rmtree(folders.work)
+    fresh: list[str] = []
+    run_study(config, folders, config_file.read_text(), log=fresh.append)
+    assert not any(word in m for m in fresh for word in ("training", "attacking", "heatmaps of"))
+    assert not folders.work.exists() or not folders.store.names()
+    assert json.loads((out / "robustness.json").read_text())["results"] == published["results"]
+    assert (out / "heatmaps.png").read_bytes() == panel
+    assert (out / "localization.json").read_text() == scores
 
 
 def test_a_changed_recipe_is_not_silently_reused(data_dir: Path, tmp_path: Path) -> None:
@@ -109,16 +135,28 @@ def test_a_changed_recipe_is_not_silently_reused(data_dir: Path, tmp_path: Path)
     out = folders.results("retinamnist", 0)
     assert (out / "heatmaps.png").is_file()
     assert not (out / "localization.json").exists()
-    (model,) = json.loads((out / "models.json").read_text())
-    assert json.loads((out / "heatmaps.models.json").read_text()) == [model["weights_sha256"]]
 
-    # a panel published by other weights (an earlier run, another machine) is made again
-    (out / "heatmaps.models.json").write_text(json.dumps(["0" * 64]))
+    # A changed attack plan redoes the record (the model is reused); a changed headline ε alone
+    # changes no record.
+    study["evaluation"] = {**study["evaluation"], "extreme_epsilon": 2}
+    config_file.write_text(yaml.safe_dump(study))
+    same: list[str] = []
+    run_study(load_study(config_file), folders, config_file.read_text(), log=same.append)
+    assert any("record of" in m and "reused" in m for m in same)
+    study["evaluation"] = {**study["evaluation"], "panel_images": 1}
+    config_file.write_text(yaml.safe_dump(study))
     redo: list[str] = []
     run_study(load_study(config_file), folders, config_file.read_text(), log=redo.append)
-    assert "[retinamnist s0] heatmaps: baseline" in redo and not any("already" in m for m in redo)
-    assert json.loads((out / "heatmaps.models.json").read_text()) == [model["weights_sha256"]]
+    assert "[retinamnist s0] baseline: attack plan changed since its record" in redo
+    assert not any("training" in m for m in redo)
+    (record,) = (out / "variants").iterdir()
+    assert len(json.loads(record.read_text())["explanation"]["panel_rows"]) == 1
+
+    # A changed training recipe is refused, whether its model is in the work folder or not.
     study["train"] = {**study["train"], "learning_rate": 0.01}
     config_file.write_text(yaml.safe_dump(study))
+    with pytest.raises(RuntimeError, match="different spec"):
+        run_study(load_study(config_file), folders, config_file.read_text(), log=lambda _: None)
+    shutil.rmtree(folders.work)
     with pytest.raises(RuntimeError, match="different spec"):
         run_study(load_study(config_file), folders, config_file.read_text(), log=lambda _: None)

@@ -19,7 +19,6 @@ from pydantic import BaseModel
 from training.explain.cam import CAMMethod
 from training.explain.compare import energy_inside, pointing_game
 from training.explain.overlay import overlay
-from training.model_ref import ModelIdentity
 from training.robustness.spec import AttackSpec
 from training.stats import wilson_interval
 
@@ -149,25 +148,19 @@ def heatmap_panel(
     return buffer.getvalue()
 
 
-def localization_report(
-    cam: CAMMethod,
-    models: Sequence[tuple[ModelIdentity, keras.Model]],
-    maps: dict[tuple[str, str], np.ndarray],
+def model_localization(
+    model: str,
+    maps: dict[str, np.ndarray],
     epsilons: dict[str, float | None],
     masks: np.ndarray,
-) -> LocalizationReport:
-    """Scores for every (model, condition) in ``maps``; ``epsilons`` gives each condition's ε."""
-    results = []
-    for identity, _ in models:
-        scores = [
-            score_maps(condition, epsilons[condition], maps[(identity.key, condition)], masks)
-            for condition in epsilons
-        ]
-        results.append(ModelLocalization(model=identity.key, scores=scores))
-    return LocalizationReport(
-        method=cam.name,
-        layer=cam.layer,
-        n=len(masks),
-        chance_energy_inside=float(np.mean(masks.reshape(len(masks), -1).mean(axis=1))),
-        models=results,
-    )
+) -> ModelLocalization:
+    """One model's scores for every condition of ``epsilons`` (its ε), from its ``maps``."""
+    scores = [
+        score_maps(condition, eps, maps[condition], masks) for condition, eps in epsilons.items()
+    ]
+    return ModelLocalization(model=model, scores=scores)
+
+
+def chance_energy_inside(masks: np.ndarray) -> float:
+    """The share of a uniform map's energy inside the lesions: the level a score must beat."""
+    return float(np.mean(masks.reshape(len(masks), -1).mean(axis=1)))
